@@ -79,7 +79,7 @@ class Warehouse(dg.ConfigurableResource):
 
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         with self.connect() as conn:
-            return pl.from_arrow(conn.execute(sql, params or []).to_arrow_table())
+            return conn.execute(sql, params or []).pl()
 
     def execute(self, sql: str, params: list | None = None) -> None:
         with self.connect() as conn:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import dagster as dg
-import polars as pl
 
 from resources.warehouse import Warehouse
 
@@ -26,7 +25,7 @@ def table_metadata(warehouse: Warehouse, table: str) -> dict[str, Any]:
         ).fetchall()
         # Order-independent content hash: the same rows give the same version.
         content_hash = conn.execute(f'SELECT coalesce(bit_xor(hash(t)), 0) FROM "{table}" AS t').fetchone()[0]
-        preview = pl.from_arrow(conn.execute(f'SELECT * FROM "{table}" LIMIT {PREVIEW_ROWS}').to_arrow_table())
+        preview = conn.execute(f'SELECT * FROM "{table}" LIMIT {PREVIEW_ROWS}').pl()
     data_version = f"{content_hash:016x}-{row_count}"
     return {
         "dagster/row_count": dg.MetadataValue.int(row_count),
