@@ -1,0 +1,347 @@
+"""`contamination_report` and `decontaminated_exercises`: phi-1 section 5 decontamination
+of the generated code exercises against HumanEval (and any extra benchmark JSONL).
+
+Four signals per exercise (synth_assets/similarity.py): 13-gram overlap, MinHash Jaccard
+of normalised code shingles, embedding cosine/L2 through the LLM layer, and the AST match
+rate of identifier/literal/order-normalised syntax trees. Any signal at or above its
+threshold marks the exercise contaminated; the reason names signal, score, threshold
+and benchmark task. Threshold defaults come from the sweep in README_decontamination.md.
+"""
+
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from resources.llm import LLMResource
+from resources.warehouse import Warehouse
+from synth_assets.automation import on_upstream_change
+from synth_assets.benchmarks import BenchmarkProblem, load_benchmarks
+from synth_assets.similarity import (
+    SIGNALS,
+    AstConfig,
+    BenchmarkIndex,
+    MinhashConfig,
+    NgramConfig,
+    SignalScores,
+    SimilarityConfig,
+    Thresholds,
+    exercise_source,
+    verdict,
+)
+from synth_assets.tables import markdown_table, table_result
+
+CODE_VERSION = "decontaminate-1"
+EXERCISES_TABLE = "code_exercises"
+REPORT_TABLE = "contamination_report"
+KEPT_TABLE = "decontaminated_exercises"
+CLEAN = "clean"
+CONTAMINATED = "contaminated"
+
+REPORT_SCHEMA = {
+    "exercise_id": pl.Utf8,
+    "function_name": pl.Utf8,
+    "ngram_task_id": pl.Utf8,
+    "max_ngram_overlap": pl.Float64,
+    "longest_shared_ngram": pl.Int64,
+    "minhash_task_id": pl.Utf8,
+    "minhash_jaccard": pl.Float64,
+    "embedding_task_id": pl.Utf8,
+    "embedding_cosine": pl.Float64,
+    "embedding_l2": pl.Float64,
+    "ast_task_id": pl.Utf8,
+    "ast_match_rate": pl.Float64,
+    "fired_signals": pl.List(pl.Utf8),
+    "verdict": pl.Utf8,
+    "reason": pl.Utf8,
+}
+
+
+class DecontaminationConfig(dg.Config):
+    """Benchmarks, signal parameters and thresholds. A signal fires at score >= threshold."""
+
+    include_humaneval: bool = Field(default=True, description="Check against the 164 HumanEval problems.")
+    extra_benchmark_paths: list[str] = Field(
+        default_factory=list,
+        description="Extra benchmark JSONL files of {task_id, prompt, canonical_solution}; a missing file fails the run.",
+    )
+    # phi-1 section 5.1: 13-gram overlap.
+    ngram_size: int = Field(default=13, description="n of the n-grams (phi-1: 13).")
+    ngram_normalise_identifiers: bool = Field(
+        default=False, description="Map user identifiers to one token before taking n-grams."
+    )
+    # phi-1 counts *any* shared 13-gram of the docstring as contamination; 0.0 does the same
+    # (no clean library function shared a single 13-gram in the sweep).
+    max_ngram_overlap: float = Field(
+        default=0.0,
+        description="Fire when the share of a problem's docstring or code 13-grams found in the exercise "
+        "is >= this; 0.0 = any shared n-gram (phi-1).",
+    )
+    longest_shared_ngram: int = Field(
+        default=13, description="Also fire when the longest common token run with a problem is >= this many tokens."
+    )
+    minhash_num_perm: int = Field(default=128, description="MinHash permutations (datasketch default).")
+    minhash_shingle_size: int = Field(default=5, description="Tokens per code shingle.")
+    minhash_jaccard: float = Field(default=0.5, description="Fire when estimated Jaccard of normalised code shingles >= this.")
+    ast_min_subtree_nodes: int = Field(default=3, description="Smallest normalised subtree counted by the AST signal.")
+    # phi-1 section 5.2 sweeps the AST match rate; see README_decontamination.md for ours.
+    ast_match_rate: float = Field(default=0.8, description="Fire when the normalised-AST match rate >= this.")
+    use_embedding: bool = Field(
+        default=True, description="Embed exercises and problems through the LLM layer (off = three signals)."
+    )
+    embedding_cosine: float = Field(default=0.95, description="Fire when embedding cosine similarity >= this.")
+    audit_top_n: int = Field(default=20, description="Rows in the closest-kept-exercise audit table.")
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(
+            max_ngram_overlap=self.max_ngram_overlap,
+            longest_shared_ngram=self.longest_shared_ngram,
+            minhash_jaccard=self.minhash_jaccard,
+            ast_match_rate=self.ast_match_rate,
+            embedding_cosine=self.embedding_cosine,
+            use_embedding=self.use_embedding,
+        )
+
+    def similarity(self) -> SimilarityConfig:
+        return SimilarityConfig(
+            ngram=NgramConfig(n=self.ngram_size, normalise_identifiers=self.ngram_normalise_identifiers),
+            minhash=MinhashConfig(num_perm=self.minhash_num_perm, shingle_size=self.minhash_shingle_size),
+            ast=AstConfig(min_subtree_nodes=self.ast_min_subtree_nodes),
+        )
+
+
+# ----------------------------------------------------------------------------- plain functions
+
+
+def exercise_sources(exercises: pl.DataFrame) -> list[str]:
+    """Full function source per `code_exercises` row: `code` column if present, else the
+    `source` column (the exercises asset's assembled function), else exercise + solution."""
+    columns = set(exercises.columns)
+    codes = exercises["code"].to_list() if "code" in columns else [None] * exercises.height
+    if "source" in columns and "code" not in columns:
+        codes = exercises["source"].to_list()
+    ex = exercises["exercise"].to_list() if "exercise" in columns else [None] * exercises.height
+    sol = exercises["solution"].to_list() if "solution" in columns else [None] * exercises.height
+    return [exercise_source(e, s, c) for e, s, c in zip(ex, sol, codes)]
+
+
+def guarded_embedder(embed: Callable[[list[str]], np.ndarray], status: dict[str, Any]) -> Callable[[list[str]], np.ndarray]:
+    """`embed` that never raises: a failure becomes NaN rows (the signal is skipped for
+    them) and the error class is recorded in `status` for the run's metadata."""
+
+    def run(texts: list[str]) -> np.ndarray:
+        try:
+            vectors = np.asarray(embed(texts), dtype=np.float32)
+            if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+                raise ValueError(f"embedder returned shape {vectors.shape} for {len(texts)} texts")
+        except Exception as exc:  # degrade to three signals, but say so
+            status["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            return np.full((len(texts), 1), np.nan, dtype=np.float32)
+        status["failed_rows"] = status.get("failed_rows", 0) + int((~np.isfinite(vectors).all(axis=1)).sum())
+        return vectors
+
+    return run
+
+
+def report_rows(scores: list[SignalScores], function_names: list[str | None], thresholds: Thresholds) -> pl.DataFrame:
+    """One report row per exercise with its verdict and reason."""
+    rows = []
+    for score, function_name in zip(scores, function_names):
+        decision, reason, fired = verdict(score, thresholds)
+        rows.append(
+            {
+                "exercise_id": score.exercise_id,
+                "function_name": function_name,
+                "ngram_task_id": score.ngram_task_id,
+                "max_ngram_overlap": score.max_ngram_overlap,
+                "longest_shared_ngram": score.longest_shared_ngram,
+                "minhash_task_id": score.minhash_task_id,
+                "minhash_jaccard": score.minhash_jaccard,
+                "embedding_task_id": score.embedding_task_id,
+                "embedding_cosine": score.embedding_cosine,
+                "embedding_l2": score.embedding_l2,
+                "ast_task_id": score.ast_task_id,
+                "ast_match_rate": score.ast_match_rate,
+                "fired_signals": fired,
+                "verdict": decision,
+                "reason": reason,
+            }
+        )
+    return pl.DataFrame(rows, schema=REPORT_SCHEMA)
+
+
+SWEEP = {
+    "max_ngram_overlap": [0.0, 0.1, 0.3, 0.5],
+    "minhash_jaccard": [0.4, 0.5, 0.6, 0.7, 0.8],
+    "ast_match_rate": [0.7, 0.8, 0.85, 0.9, 0.95],
+    "embedding_cosine": [0.9, 0.95, 0.97, 0.99],
+}
+_SCORE_TASK = {
+    "max_ngram_overlap": "ngram_task_id",
+    "minhash_jaccard": "minhash_task_id",
+    "ast_match_rate": "ast_task_id",
+    "embedding_cosine": "embedding_task_id",
+}
+
+
+def threshold_table(report: pl.DataFrame, thresholds: Thresholds) -> str:
+    """Markdown: for each signal and candidate threshold, how many exercises this run's
+    scores would put at or above it (the one in use is marked)."""
+    rows = []
+    for column, candidates in SWEEP.items():
+        in_use = getattr(thresholds, column)
+        scores = report.filter(pl.col(_SCORE_TASK[column]).is_not_null())[column].drop_nulls()
+        for candidate in sorted(set(candidates) | {in_use}):
+            rows.append((column, candidate, int((scores >= candidate).sum()), "yes" if candidate == in_use else ""))
+    return markdown_table(rows, ["signal", "threshold", "exercises at or above", "in use"])
+
+
+def closest_kept(report: pl.DataFrame, top_n: int) -> str:
+    """Markdown: per benchmark task, the kept exercise that came closest (by its highest
+    score relative to that signal's scale), the top N tasks first."""
+    kept = report.filter(pl.col("verdict") == CLEAN)
+    candidates = []
+    for column, task_column in _SCORE_TASK.items():
+        part = kept.filter(pl.col(task_column).is_not_null() & pl.col(column).is_not_null()).select(
+            pl.col(task_column).alias("task_id"),
+            "exercise_id",
+            pl.lit(column).alias("signal"),
+            pl.col(column).cast(pl.Float64).alias("score"),
+        )
+        candidates.append(part)
+    if not candidates:
+        return markdown_table([], ["task_id", "exercise_id", "signal", "score"])
+    merged = pl.concat(candidates).sort("score", descending=True).unique("task_id", keep="first", maintain_order=True)
+    top = merged.head(top_n)
+    return markdown_table(
+        [(r["task_id"], r["exercise_id"], r["signal"], round(r["score"], 3)) for r in top.iter_rows(named=True)],
+        ["task_id", "closest kept exercise", "signal", "score"],
+    )
+
+
+def report_metadata(report: pl.DataFrame, thresholds: Thresholds, problems: list[BenchmarkProblem], audit_top_n: int) -> dict[str, Any]:
+    fired = Counter(signal for signals in report["fired_signals"].to_list() for signal in signals)
+    only = Counter(signals[0] for signals in report["fired_signals"].to_list() if len(signals) == 1)
+    contaminated = int((report["verdict"] == CONTAMINATED).sum())
+    benchmarks = Counter(problem.benchmark for problem in problems)
+    return {
+        "exercises": report.height,
+        "contaminated": contaminated,
+        "clean": report.height - contaminated,
+        "benchmarks": ", ".join(f"{name} ({count})" for name, count in sorted(benchmarks.items())),
+        **{f"removed_by/{signal}": fired.get(signal, 0) for signal in SIGNALS},
+        **{f"removed_only_by/{signal}": only.get(signal, 0) for signal in SIGNALS},
+        "ast_unparseable": int(report["ast_match_rate"].is_null().sum()),
+        "thresholds": dg.MetadataValue.md(threshold_table(report, thresholds)),
+        "closest_kept_per_task": dg.MetadataValue.md(closest_kept(report, audit_top_n)),
+    }
+
+
+# ----------------------------------------------------------------------------- assets
+
+
+@dg.asset(
+    name=REPORT_TABLE,
+    deps=[dg.AssetKey(EXERCISES_TABLE)],
+    group_name="decontamination",
+    pool="duckdb",
+    kinds={"duckdb", "python", "openai"},
+    owners=["team:synth-assets"],
+    code_version=CODE_VERSION,
+    automation_condition=on_upstream_change(),
+)
+def contamination_report(
+    context: dg.AssetExecutionContext, config: DecontaminationConfig, warehouse: Warehouse, llm: LLMResource
+) -> dg.MaterializeResult:
+    """Every code exercise scored against every benchmark problem (HumanEval by default),
+    phi-1 section 5 style, with a verdict and a reason.
+
+    Per exercise and signal: the nearest benchmark task and its score. Signals: 13-gram
+    overlap of docstring/code (`max_ngram_overlap`, `longest_shared_ngram` in tokens),
+    MinHash Jaccard of identifier/literal-normalised code shingles (`minhash_jaccard`),
+    embedding cosine and L2 distance through the LLM layer (`embedding_*`; null if
+    embeddings are off or failed), and the AST match rate of normalised syntax trees
+    (`ast_match_rate`; null if the code does not parse). `verdict` is `contaminated` when
+    any signal reaches its threshold, and `reason` says which, e.g.
+    `ast_match_rate 0.93 >= 0.8 vs HumanEval/12`. Metadata: removals per signal, a
+    threshold table, the closest *kept* exercise per task (audit) and the LLM cost."""
+    if not warehouse.table_exists(EXERCISES_TABLE):
+        raise dg.Failure(f"{EXERCISES_TABLE} does not exist yet; materialize code_exercises first")
+    exercises = warehouse.query(f'SELECT * FROM "{EXERCISES_TABLE}" ORDER BY exercise_id')
+    problems = load_benchmarks(config.include_humaneval, config.extra_benchmark_paths)
+    thresholds = config.thresholds()
+    index = BenchmarkIndex([p.task_id for p in problems], [p.source for p in problems], config.similarity())
+    ids = exercises["exercise_id"].to_list()
+    sources = exercise_sources(exercises)
+    names = exercises["function_name"].to_list() if "function_name" in exercises.columns else [None] * len(ids)
+    timings: dict[str, float] = {}
+    embedding_status: dict[str, Any] = {}
+    llm_metadata: dict[str, Any] = {}
+    if config.use_embedding and ids:
+        with llm.session(context, warehouse) as session:
+            scores = index.score(ids, sources, embed=guarded_embedder(session.embed, embedding_status), timings=timings)
+            report = report_rows(scores, names, thresholds)
+            warehouse.write_table(REPORT_TABLE, report)
+            llm_metadata = session.metadata()
+    else:
+        scores = index.score(ids, sources, embed=None, timings=timings)
+        report = report_rows(scores, names, thresholds)
+        warehouse.write_table(REPORT_TABLE, report)
+    if embedding_status.get("error"):
+        context.log.warning(f"embeddings failed, embedding signal skipped: {embedding_status['error']}")
+    metadata = report_metadata(report, thresholds, problems, config.audit_top_n)
+    metadata["embedding_status"] = (
+        "disabled" if not config.use_embedding
+        else embedding_status.get("error") and f"failed: {embedding_status['error']}"
+        or f"ok ({embedding_status.get('failed_rows', 0)} failed rows)"
+    )
+    metadata.update({f"seconds/{name}": round(value, 3) for name, value in timings.items()})
+    context.log.info(
+        f"{REPORT_TABLE}: {metadata['contaminated']} of {report.height} exercises contaminated "
+        f"(n-gram {metadata['removed_by/ngram']}, minhash {metadata['removed_by/minhash']}, "
+        f"ast {metadata['removed_by/ast']}, embedding {metadata['removed_by/embedding']})"
+    )
+    return table_result(warehouse, REPORT_TABLE, {**metadata, **llm_metadata})
+
+
+@dg.asset(
+    name=KEPT_TABLE,
+    deps=[dg.AssetKey(EXERCISES_TABLE), dg.AssetKey(REPORT_TABLE)],
+    group_name="decontamination",
+    pool="duckdb",
+    kinds={"duckdb", "python"},
+    owners=["team:synth-assets"],
+    code_version=CODE_VERSION,
+    automation_condition=on_upstream_change(),
+)
+def decontaminated_exercises(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    """The `code_exercises` rows whose `contamination_report` verdict is `clean`, same
+    columns and `exercise_id` (row lineage). Why a row is missing: see its `reason` in
+    `contamination_report`. Fails if any exercise has no verdict (stale report)."""
+    unjudged = warehouse.query(
+        f'SELECT count(*) AS n FROM "{EXERCISES_TABLE}" c ANTI JOIN "{REPORT_TABLE}" r USING (exercise_id)'
+    )["n"][0]
+    if unjudged:
+        raise dg.Failure(
+            f"{unjudged} code exercises have no contamination verdict; re-materialize {REPORT_TABLE} first"
+        )
+    warehouse.execute(
+        f'CREATE OR REPLACE TABLE "{KEPT_TABLE}" AS SELECT c.* FROM "{EXERCISES_TABLE}" c '
+        f"JOIN \"{REPORT_TABLE}\" r USING (exercise_id) WHERE r.verdict = '{CLEAN}' ORDER BY c.exercise_id"
+    )
+    counts = warehouse.query(f'SELECT verdict, count(*) AS n FROM "{REPORT_TABLE}" GROUP BY verdict')
+    by_verdict = dict(zip(counts["verdict"].to_list(), counts["n"].to_list()))
+    context.log.info(f"{KEPT_TABLE}: kept {by_verdict.get(CLEAN, 0)}, removed {by_verdict.get(CONTAMINATED, 0)}")
+    return table_result(
+        warehouse,
+        KEPT_TABLE,
+        {"kept": by_verdict.get(CLEAN, 0), "removed_as_contaminated": by_verdict.get(CONTAMINATED, 0)},
+    )
+
+
+decontamination_assets = [contamination_report, decontaminated_exercises]

@@ -1,0 +1,384 @@
+"""`training_data_release`: the final datasets as files the Hugging Face `datasets` library loads.
+
+Layout (one folder per dataset config, one shard each, Parquet and JSONL side by side):
+
+    data/release/README.md                                   dataset card, YAML front matter declares `configs:`
+    data/release/filtered_textbook/train-00000-of-00001.parquet  (+ .jsonl)
+    data/release/synthetic_textbook/train-00000-of-00001.parquet (+ .jsonl)
+    data/release/decontaminated_exercises/train-00000-of-00001.parquet (+ .jsonl)
+
+`load_dataset("data/release", "synthetic_textbook")` reads the Parquet files named in the card's
+`configs:` block (https://huggingface.co/docs/hub/datasets-manual-configuration); the JSONL
+copies are for tools that want plain text.
+"""
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+import yaml
+from pydantic import Field
+
+from resources.warehouse import Warehouse
+from synth_assets.automation import on_upstream_change
+from synth_assets.reports import CostReport, build_cost_report, load_ledger, render_markdown
+from synth_assets.tables import markdown_table, table_result
+
+RELEASE_TABLE = "training_data_release"
+CONTAMINATION_TABLE = "contamination_report"
+CONTAMINATED = "contaminated"  # synth_assets/decontaminate.py verdict label
+DEFAULT_RELEASE_DIR = "data/release"
+SHARD = "train-00000-of-00001"
+# Tokens are counted as in the ingest when a table carries a count column; otherwise as
+# regex word/punctuation pieces of the text columns (a GPT-2 BPE count is ~1.3x this on code).
+TOKEN_COUNT_COLUMNS = ("n_tokens", "tokens", "completion_tokens")
+TOKEN_PATTERN = r"\w+|[^\w\s]"
+
+
+@dataclass(frozen=True)
+class ReleaseConfigSpec:
+    """One dataset config: the warehouse table it exports and the columns holding its text."""
+
+    name: str
+    table: str
+    text_columns: tuple[str, ...]
+    description: str
+    # (SQL condition a released row meets, why the others are left out); None = every row
+    row_filter: tuple[str, str] | None = None
+
+
+RELEASE_CONFIGS = (
+    ReleaseConfigSpec(
+        "filtered_textbook", "filtered_textbook", ("content",),
+        "Python files kept by the educational-quality classifier (phi-1 'filtered code-language dataset').",
+    ),
+    ReleaseConfigSpec(
+        "synthetic_textbook", "synthetic_textbook", ("text",),
+        "LLM-written textbook sections mixing prose and code (phi-1 'synthetic textbook').",
+    ),
+    ReleaseConfigSpec(
+        "decontaminated_exercises", "decontaminated_exercises", ("exercise", "solution"),
+        "Function-completion exercises with solutions that passed their tests and the HumanEval "
+        "decontamination (phi-1 'CodeExercises').",
+        # code_exercises keeps failing solutions (passed = false) for inspection; a training
+        # set must not teach them.
+        row_filter=("passed IS TRUE", "solution failed its tests in the sandbox (passed = false)"),
+    ),
+)
+
+
+class ReleaseConfig(dg.Config):
+    """Where the release is written and how the card names it."""
+
+    release_dir: str = Field(
+        default=DEFAULT_RELEASE_DIR, description="Folder for the dataset card and one folder per config."
+    )
+    pretty_name: str = Field(
+        default="synth-assets phi-1 style training data", description="Dataset card title."
+    )
+    include_failed_exercises: bool = Field(
+        default=False,
+        description="Also release exercises whose solution failed its tests (passed = false).",
+    )
+    license: str = Field(
+        # The filtered corpus keeps each file's own license (the `license` column), so the
+        # release as a whole is 'other' in Hub terms.
+        default="other",
+        description="Hub license identifier for the card's front matter.",
+    )
+
+
+@dataclass
+class ExportedConfig:
+    spec: ReleaseConfigSpec
+    rows: int
+    tokens: int
+    token_source: str
+    models: list[str]
+    parquet_path: Path
+    jsonl_path: Path
+    parquet_sha256: str
+    left_out: int = 0
+    left_out_reason: str | None = None
+
+
+def count_tokens(frame: pl.DataFrame, text_columns: tuple[str, ...]) -> tuple[int, str]:
+    """(tokens, where the figure comes from) for one config's rows."""
+    for column in TOKEN_COUNT_COLUMNS:
+        if column in frame.columns and frame.schema[column].is_integer():
+            return int(frame[column].fill_null(0).sum()), f"sum of `{column}`"
+    present = [c for c in text_columns if c in frame.columns]
+    if not present:
+        return 0, "no text column"
+    total = sum(int(frame[c].cast(pl.String).str.count_matches(TOKEN_PATTERN).fill_null(0).sum()) for c in present)
+    return total, f"regex word/punctuation pieces of {', '.join(present)}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _replace(write, target: Path) -> None:
+    """Write through a temporary name and rename, so a reader never sees half a file."""
+    partial = target.with_name(target.name + ".partial")
+    write(partial)
+    os.replace(partial, target)
+
+
+def export_config(frame: pl.DataFrame, spec: ReleaseConfigSpec, release_dir: Path) -> ExportedConfig:
+    """Write one config's Parquet and JSONL shard; stale shards of an earlier layout are removed."""
+    folder = release_dir / spec.name
+    folder.mkdir(parents=True, exist_ok=True)
+    parquet_path, jsonl_path = folder / f"{SHARD}.parquet", folder / f"{SHARD}.jsonl"
+    for stale in folder.glob("train-*"):
+        if stale not in (parquet_path, jsonl_path):
+            stale.unlink()
+    _replace(lambda p: frame.write_parquet(p, compression="zstd"), parquet_path)
+    _replace(frame.write_ndjson, jsonl_path)
+    tokens, token_source = count_tokens(frame, spec.text_columns)
+    models = sorted(frame["model"].drop_nulls().unique().to_list()) if "model" in frame.columns else []
+    return ExportedConfig(spec, frame.height, tokens, token_source, models, parquet_path, jsonl_path, _sha256(parquet_path))
+
+
+def decontamination_summary(report: pl.DataFrame | None, released_ids: set[str]) -> dict[str, Any]:
+    """Checked exercises, how many were removed, and removals per signal.
+
+    Removed = verdict `contaminated` (the decontaminate module's label); a report without a
+    `verdict` column falls back to "checked but not released". Per signal counts come from
+    `fired_signals` (an exercise that fired two signals counts under both), else `reason`."""
+    if report is None or "exercise_id" not in report.columns:
+        return {"checked": None, "removed": None, "removed_by": {}}
+    if "verdict" in report.columns:
+        removed = report.filter(pl.col("verdict") == CONTAMINATED)
+    else:
+        removed = report.filter(~pl.col("exercise_id").is_in(list(released_ids)))
+    by: dict[str, int] = {}
+    group = None
+    if "fired_signals" in report.columns and isinstance(report.schema["fired_signals"], pl.List):
+        group = "signal"
+        exploded = removed.select(pl.col("fired_signals").explode().alias("signal")).drop_nulls()
+        counts = exploded.group_by("signal").len()
+    elif "reason" in report.columns:
+        group = "reason"
+        counts = removed.group_by(pl.col("reason").cast(pl.String).fill_null("(none)")).len()
+    if group is not None and removed.height:
+        by = dict(counts.sort(["len", group], descending=[True, False]).rows())
+    return {"checked": report.height, "removed": removed.height, "removed_by": by, "grouped_by": group}
+
+
+def front_matter(exported: list[ExportedConfig], pretty_name: str, license: str) -> dict[str, Any]:
+    total_rows = sum(e.rows for e in exported)
+    size = next(label for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                                           (1_000_000, "100K<n<1M"), (float("inf"), "n>1M")) if total_rows < limit)
+    return {
+        "pretty_name": pretty_name,
+        "license": license,
+        "language": ["en"],
+        "task_categories": ["text-generation"],
+        "tags": ["code", "python", "synthetic", "phi-1"],
+        "size_categories": [size],
+        "configs": [
+            {
+                "config_name": e.spec.name,
+                "data_files": [{"split": "train", "path": f"{e.spec.name}/train-*.parquet"}],
+                **({"default": True} if index == 0 else {}),
+            }
+            for index, e in enumerate(exported)
+        ],
+    }
+
+
+def dataset_card(
+    exported: list[ExportedConfig],
+    costs: CostReport,
+    decontamination: dict[str, Any],
+    pretty_name: str,
+    license: str,
+) -> str:
+    """The README.md: YAML front matter for the Hub, then counts, tokens, models, cost and
+    the decontamination summary, each with its source."""
+    yaml_text = yaml.safe_dump(front_matter(exported, pretty_name, license), sort_keys=False)
+    configs = markdown_table(
+        [(e.spec.name, f"{e.rows:,}", f"{e.tokens:,}", e.token_source, ", ".join(e.models) or "-") for e in exported],
+        ["config", "rows", "tokens", "token count", "models"],
+    )
+    descriptions = "\n".join(
+        f"- `{e.spec.name}`: {e.spec.description}"
+        + (f" {e.left_out:,} row(s) of `{e.spec.table}` left out: {e.left_out_reason}." if e.left_out else "")
+        for e in exported
+    )
+    t = costs.totals
+    cost_lines = [
+        f"- spent: ${t['cost_usd']:.6f} over {t['calls']:,} calls ({t['cache_hits']:,} served from the cache)",
+        f"- saved by the cache: ${t['saved_usd']:.6f}; re-running everything with no cache: ${t['no_cache_cost_usd']:.6f}",
+        f"- models called: {', '.join(t['models']) or 'none'}",
+    ]
+    if t["unknown_price_calls"]:
+        cost_lines.append(f"- {t['unknown_price_calls']:,} call(s) have no known price and are not in these sums")
+    cost_lines += [f"- note: {note}" for note in costs.notes if "no known price" not in note]
+    if decontamination["checked"] is None:
+        decont = "`contamination_report` was not found: no decontamination summary."
+    else:
+        removed_by = decontamination["removed_by"]
+        decont = (
+            f"- checked against HumanEval: {decontamination['checked']:,} exercises\n"
+            f"- removed: {decontamination['removed']:,}"
+            + (
+                f"\n\nRemoved by {decontamination['grouped_by']}:\n\n"
+                + markdown_table(list(removed_by.items()), [decontamination["grouped_by"], "exercises"])
+                if removed_by else ""
+            )
+        )
+    first = exported[0].spec.name if exported else "filtered_textbook"
+    return f"""---
+{yaml_text}---
+
+# {pretty_name}
+
+phi-1 style ("Textbooks Are All You Need", Gunasekar et al. 2023) Python training data, built by the
+synth-assets Dagster pipeline.
+
+## Configs
+
+{configs}
+
+{descriptions}
+
+Each config has one `train` split, as Parquet (declared above for `datasets`) and as JSONL beside it.
+
+```python
+from datasets import load_dataset
+rows = load_dataset("path/to/this/folder", "{first}", split="train")
+```
+
+## Models used
+
+{", ".join(sorted({m for e in exported for m in e.models} | set(t["models"]))) or "none"}
+
+## Cost (from the `llm_calls` ledger, the whole pipeline)
+
+{chr(10).join(cost_lines)}
+
+{render_markdown(costs.by_asset)}
+
+## Decontamination (from `contamination_report`)
+
+{decont}
+
+## Lineage
+
+Every row keeps the ids it came from (`doc_id`, `classifier_version`, `prompt_id`, `section_id`,
+`exercise_id`, `cache_key`). In the warehouse, `python -m synth_assets.lineage <id>` prints the chain
+and what it cost.
+"""
+
+
+def write_card(release_dir: Path, card: str) -> Path:
+    path = release_dir / "README.md"
+    _replace(lambda p: p.write_text(card, encoding="utf-8"), path)
+    return path
+
+
+def manifest(exported: list[ExportedConfig]) -> pl.DataFrame:
+    """The `training_data_release` table: one row per config with its files and checksums."""
+    return pl.DataFrame(
+        {
+            "config_name": [e.spec.name for e in exported],
+            "source_table": [e.spec.table for e in exported],
+            "rows": [e.rows for e in exported],
+            "tokens": [e.tokens for e in exported],
+            "token_count_source": [e.token_source for e in exported],
+            "models": [", ".join(e.models) for e in exported],
+            "parquet_path": [str(e.parquet_path) for e in exported],
+            "jsonl_path": [str(e.jsonl_path) for e in exported],
+            "parquet_sha256": [e.parquet_sha256 for e in exported],
+            "rows_left_out": [e.left_out for e in exported],
+            "left_out_reason": [e.left_out_reason for e in exported],
+        },
+        schema_overrides={"rows": pl.Int64, "tokens": pl.Int64, "rows_left_out": pl.Int64, "left_out_reason": pl.String},
+    )
+
+
+def read_config_rows(warehouse: Warehouse, spec: ReleaseConfigSpec, include_all: bool) -> tuple[pl.DataFrame, int, str | None]:
+    """(released rows, rows left out, why) for one config."""
+    frame = warehouse.query(f'SELECT * FROM "{spec.table}"')
+    if spec.row_filter is None or include_all:
+        return frame, 0, None
+    condition, reason = spec.row_filter
+    column = condition.split()[0]
+    if column not in frame.columns:
+        return frame, 0, None
+    kept = warehouse.query(f'SELECT * FROM "{spec.table}" WHERE {condition}')
+    left_out = frame.height - kept.height
+    return kept, left_out, reason if left_out else None
+
+
+def build_release(warehouse: Warehouse, config: ReleaseConfig) -> tuple[list[ExportedConfig], str, Path]:
+    """Export every config, then write the card. Raises dg.Failure naming any missing table."""
+    missing = [spec.table for spec in RELEASE_CONFIGS if not warehouse.table_exists(spec.table)]
+    if missing:
+        raise dg.Failure(f"cannot release: table(s) {', '.join(missing)} do not exist; materialize them first.")
+    release_dir = Path(config.release_dir)
+    exported = []
+    for spec in RELEASE_CONFIGS:
+        frame, left_out, reason = read_config_rows(warehouse, spec, config.include_failed_exercises)
+        item = export_config(frame, spec, release_dir)
+        item.left_out, item.left_out_reason = left_out, reason
+        exported.append(item)
+    calls, notes = load_ledger(warehouse)
+    costs = build_cost_report(calls, notes=notes)
+    report = warehouse.query(f'SELECT * FROM "{CONTAMINATION_TABLE}"') if warehouse.table_exists(CONTAMINATION_TABLE) else None
+    released = set(warehouse.query('SELECT exercise_id FROM "decontaminated_exercises"')["exercise_id"].to_list())
+    card = dataset_card(exported, costs, decontamination_summary(report, released), config.pretty_name, config.license)
+    return exported, card, write_card(release_dir, card)
+
+
+@dg.asset(
+    group_name="release",
+    pool="duckdb",
+    kinds={"duckdb", "python", "parquet"},
+    owners=["team:synth-assets"],
+    code_version="1",
+    deps=[dg.AssetKey(spec.table) for spec in RELEASE_CONFIGS] + [dg.AssetKey(CONTAMINATION_TABLE)],
+    automation_condition=on_upstream_change(),
+)
+def training_data_release(
+    context: dg.AssetExecutionContext, config: ReleaseConfig, warehouse: Warehouse
+) -> dg.MaterializeResult:
+    """The final datasets as a Hugging Face `datasets`-loadable folder (default `data/release/`).
+
+    One config per dataset (`filtered_textbook`, `synthetic_textbook`, `decontaminated_exercises`),
+    each a `train` split written as Parquet and JSONL (`<config>/train-00000-of-00001.*`), plus a
+    `README.md` dataset card whose YAML front matter declares the configs for `load_dataset`.
+    The card states rows, tokens and models per config, the pipeline's total LLM cost (from
+    `llm_calls`) and the decontamination summary (from `contamination_report`: exercises checked
+    and removed, by signal). Also writes the `training_data_release` table: one row per config
+    with its file paths and Parquet sha256. Exercises whose solution failed its tests are left
+    out (counted, with the reason, in the card) unless `include_failed_exercises`. Fails, naming the table, if an input table is missing."""
+    exported, card, card_path = build_release(warehouse, config)
+    warehouse.write_table(RELEASE_TABLE, manifest(exported))
+    for item in exported:
+        context.log.info(f"{item.spec.name}: {item.rows} rows, {item.tokens} tokens -> {item.parquet_path}")
+    metadata: dict[str, Any] = {
+        "release_dir": dg.MetadataValue.path(str(Path(config.release_dir).resolve())),
+        "dataset_card_path": dg.MetadataValue.path(str(card_path.resolve())),
+        "dataset_card": dg.MetadataValue.md(card),
+        "files": dg.MetadataValue.md(
+            markdown_table([(e.spec.name, e.rows, str(e.parquet_path), str(e.jsonl_path)) for e in exported],
+                           ["config", "rows", "parquet", "jsonl"])
+        ),
+    }
+    for item in exported:
+        metadata[f"rows/{item.spec.name}"] = dg.MetadataValue.int(item.rows)
+        if item.left_out:
+            metadata[f"left_out/{item.spec.name}"] = dg.MetadataValue.int(item.left_out)
+        metadata[f"tokens/{item.spec.name}"] = dg.MetadataValue.int(item.tokens)
+    return table_result(warehouse, RELEASE_TABLE, metadata)

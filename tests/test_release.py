@@ -1,0 +1,180 @@
+"""training_data_release: Parquet + JSONL per config, a card the Hub/`datasets` understands,
+figures in the card that match the warehouse."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from synth_assets.release import (
+    RELEASE_CONFIGS,
+    ReleaseConfig,
+    build_release,
+    decontamination_summary,
+    training_data_release,
+)
+from tests.test_reports import ledger_frame
+
+EXERCISES = [
+    ("ex-1", 'def add(a, b):\n    """Return a + b."""\n', "    return a + b\n", "gpt-4o-mini"),
+    ("ex-2", 'def neg(x):\n    """Return -x."""\n', "    return -x\n", "gpt-4o-mini"),
+]
+
+
+def pipeline_tables(warehouse) -> None:
+    """The three released tables, the contamination report and the ledger, as the pipeline
+    stages write them (ARCHITECTURE.md)."""
+    warehouse.write_table("filtered_textbook", pl.DataFrame({
+        "doc_id": ["d1", "d2", "d3"],
+        "content": ["import os\n", "def f():\n    pass\n", "x = 1\n"],
+        "license": ["PSF-2.0"] * 3,
+        "n_tokens": [3, 8, 4],
+        "quality_score": [0.9, 0.7, 0.55],
+        "classifier_version": ["clf-1"] * 3,
+    }))
+    warehouse.write_table("synthetic_textbook", pl.DataFrame({
+        "section_id": ["s1", "s2"],
+        "prompt_id": ["p1", "p2"],
+        "text": ["Lists hold items.\n```python\nxs = [1]\n```", "Loops repeat."],
+        "model": ["gpt-4o", "gpt-4o"],
+        "prompt_version": ["v1", "v1"],
+        "tokens": [120, 80],
+    }))
+    # clean exercises, one of which failed its tests (kept by decontaminate, left out of the release)
+    warehouse.write_table("decontaminated_exercises", pl.DataFrame({
+        "exercise_id": [e[0] for e in EXERCISES] + ["ex-6"],
+        "exercise": [e[1] for e in EXERCISES] + ["def bad():"],
+        "solution": [e[2] for e in EXERCISES] + ["    return 1 / 0"],
+        "model": [e[3] for e in EXERCISES] + ["gpt-4o-mini"],
+        "passed": [True, True, False],
+    }))
+    # as synth_assets/decontaminate.py writes it: verdict, free-text reason, fired_signals
+    warehouse.write_table("contamination_report", pl.DataFrame({
+        "exercise_id": ["ex-1", "ex-2", "ex-3", "ex-4", "ex-5", "ex-6"],
+        "verdict": ["clean", "clean", "contaminated", "contaminated", "contaminated", "clean"],
+        "reason": ["below every threshold"] * 2 + ["ngram 0.9 >= 0.5", "ngram 1.0; minhash 0.8", "emb 0.97"]
+        + ["below every threshold"],
+        "fired_signals": [[], [], ["ngram"], ["ngram", "minhash"], ["embedding"], []],
+    }))
+    warehouse.write_table("llm_calls", ledger_frame())
+
+
+def read_front_matter(card: str) -> dict:
+    match = re.match(r"---\n(.*?)\n---\n", card, re.S)
+    assert match, "card must start with YAML front matter"
+    return yaml.safe_load(match.group(1))
+
+
+def materialize(warehouse, release_dir: Path):
+    result = dg.materialize(
+        [training_data_release],
+        resources={"warehouse": warehouse},
+        run_config={"ops": {"training_data_release": {"config": {"release_dir": str(release_dir)}}}},
+    )
+    assert result.success
+    (event,) = result.asset_materializations_for_node("training_data_release")
+    return event.metadata
+
+
+def test_release_files_card_and_manifest(warehouse, tmp_path):
+    pipeline_tables(warehouse)
+    release_dir = tmp_path / "release"
+    metadata = materialize(warehouse, release_dir)
+
+    for spec in RELEASE_CONFIGS:
+        expected = warehouse.query(
+            f"SELECT * FROM {spec.table}" + (" WHERE passed" if spec.name == "decontaminated_exercises" else "")
+        )
+        parquet = pq.read_table(release_dir / spec.name / "train-00000-of-00001.parquet")
+        assert parquet.num_rows == expected.height and parquet.column_names == expected.columns
+        lines = (release_dir / spec.name / "train-00000-of-00001.jsonl").read_text().splitlines()
+        rows = [json.loads(line) for line in lines]
+        assert len(rows) == expected.height
+        assert [r[expected.columns[0]] for r in rows] == expected[expected.columns[0]].to_list()
+        assert metadata[f"rows/{spec.name}"].value == expected.height
+
+    card = (release_dir / "README.md").read_text()
+    assert metadata["dataset_card"].value == card
+    front = read_front_matter(card)
+    assert [c["config_name"] for c in front["configs"]] == [s.name for s in RELEASE_CONFIGS]
+    assert front["configs"][0]["default"] is True
+    for config in front["configs"]:
+        (data_files,) = config["data_files"]
+        assert data_files["split"] == "train"
+        matched = sorted(release_dir.glob(data_files["path"]))
+        assert matched == [release_dir / config["config_name"] / "train-00000-of-00001.parquet"]
+
+    # tokens: the count column when a table has one, else regex pieces of the text
+    assert metadata["tokens/filtered_textbook"].value == 15
+    assert metadata["tokens/synthetic_textbook"].value == 200
+    pieces = sum(len(re.findall(r"\w+|[^\w\s]", e[1] + e[2])) for e in EXERCISES)
+    assert metadata["tokens/decontaminated_exercises"].value == pieces
+    assert f"| decontaminated_exercises | 2 | {pieces} |" in card
+    assert "| filtered_textbook | 3 | 15 | sum of `n_tokens` |" in card
+
+    # cost from the ledger, models from the tables and the ledger
+    assert "spent: $0.130000 over 7 calls (2 served from the cache)" in card
+    assert "re-running everything with no cache: $0.240000" in card
+    assert "1 call(s) have no known price" in card
+    assert "gpt-4o, gpt-4o-mini, mystery-model" in card
+
+    # decontamination: checked 6, removed 3; by fired signal (ex-4 fired two)
+    assert "checked against HumanEval: 6 exercises" in card and "removed: 3" in card
+    assert "| ngram | 2 |" in card and "| minhash | 1 |" in card and "| embedding | 1 |" in card
+
+    # the failing exercise is left out, and the card says why
+    assert metadata["left_out/decontaminated_exercises"].value == 1
+    assert "1 row(s) of `decontaminated_exercises` left out: solution failed its tests" in card
+
+    manifest = warehouse.query("SELECT * FROM training_data_release ORDER BY config_name")
+    assert manifest["rows"].to_list() == [2, 3, 2]
+    assert manifest["rows_left_out"].to_list() == [1, 0, 0]
+    for row in manifest.iter_rows(named=True):
+        assert row["parquet_sha256"] == hashlib.sha256(Path(row["parquet_path"]).read_bytes()).hexdigest()
+
+    # a re-run over the same tables gives the same files (stable data version)
+    again = materialize(warehouse, release_dir)
+    assert again["data_version"].value == metadata["data_version"].value
+    assert sorted(p.name for p in (release_dir / "synthetic_textbook").iterdir()) == [
+        "train-00000-of-00001.jsonl", "train-00000-of-00001.parquet"]
+
+
+def test_missing_input_table_fails_with_its_name(warehouse, tmp_path):
+    pipeline_tables(warehouse)
+    warehouse.execute("DROP TABLE decontaminated_exercises")
+    with pytest.raises(dg.Failure, match="decontaminated_exercises"):
+        build_release(warehouse, ReleaseConfig(release_dir=str(tmp_path / "release")))
+    assert not (tmp_path / "release").exists()
+
+
+def test_card_without_contamination_report_or_ledger_says_so(warehouse, tmp_path):
+    pipeline_tables(warehouse)
+    warehouse.execute("DROP TABLE contamination_report")
+    warehouse.execute("DROP TABLE llm_calls")
+    _, card, _ = build_release(warehouse, ReleaseConfig(release_dir=str(tmp_path / "release")))
+    assert "`contamination_report` was not found" in card
+    assert "spent: $0.000000 over 0 calls" in card and "does not exist yet" in card
+
+
+def test_failed_exercises_can_be_released_on_request(warehouse, tmp_path):
+    pipeline_tables(warehouse)
+    exported, card, _ = build_release(
+        warehouse, ReleaseConfig(release_dir=str(tmp_path / "release"), include_failed_exercises=True)
+    )
+    assert {e.spec.name: e.rows for e in exported}["decontaminated_exercises"] == 3
+    assert "left out" not in card
+
+
+def test_decontamination_summary_without_signal_list_groups_by_reason():
+    report = pl.DataFrame({"exercise_id": ["a", "b", "c"], "reason": ["x", "y", "y"]})
+    summary = decontamination_summary(report, released_ids={"a"})
+    assert (summary["checked"], summary["removed"], summary["grouped_by"]) == (3, 2, "reason")
+    assert summary["removed_by"] == {"y": 2}
