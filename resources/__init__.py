@@ -6,3 +6,6 @@ Assets never open a connection or an HTTP client themselves; they ask these reso
 from resources.warehouse import Warehouse
 
 __all__ = ["Warehouse"]
+from resources.llm import ChatRequest, ChatResult, LLMResource, StructuredResult  # noqa: E402
+
+__all__ += ["LLMResource", "ChatRequest", "ChatResult", "StructuredResult"]

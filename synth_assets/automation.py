@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from synth_assets.sources import DEFAULT_EXCLUDE_DIRS, TABLE_SUFFIXES, stdlib_path
+from synth_assets.ingest import CORPUS_PATHS_ENV, default_sources
+from synth_assets.sources import DEFAULT_EXCLUDE_DIRS, TABLE_SUFFIXES
 
 
 def on_upstream_change() -> dg.AutomationCondition:
@@ -36,7 +37,6 @@ def on_upstream_change() -> dg.AutomationCondition:
 
 RAW_ASSET = dg.AssetKey("raw_stack_plus")
 COST_REPORT_ASSET = dg.AssetKey("cost_report")
-CORPUS_PATHS_ENV = "SYNTH_ASSETS_CORPUS_PATHS"
 # What the ingest readers (synth_assets/sources.py) read: Python trees, table files of
 # The Stack-style dumps, and Stack Exchange XML dumps. Anything else cannot change the corpus.
 CORPUS_SUFFIXES = (".py", ".xml", *TABLE_SUFFIXES)
@@ -56,11 +56,9 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 
 
 def watched_corpus_paths() -> list[str]:
-    """The corpus sources the sensor watches: env SYNTH_ASSETS_CORPUS_PATHS (os.pathsep-separated),
-    default the running interpreter's standard library (the ingest asset's default source)."""
-    configured = os.environ.get(CORPUS_PATHS_ENV, "")
-    paths = [p.strip() for p in configured.split(os.pathsep) if p.strip()]
-    return paths or [stdlib_path()]
+    """The corpus sources the sensor watches: the ones `raw_stack_plus` reads when its
+    launchpad config names none (env SYNTH_ASSETS_CORPUS_PATHS, else the standard library)."""
+    return [source.path for source in default_sources()]
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ configured sources, normalised, and exact- and near-deduplicated."""
 
 import ast
 import re
+import os
 import time
 import warnings
 from collections import Counter
@@ -80,8 +81,27 @@ class SourceSpec(dg.Config):
     license: str | None = Field(default=None, description="python_tree only: the `license` column for its files.")
 
 
+CORPUS_PATHS_ENV = "SYNTH_ASSETS_CORPUS_PATHS"
+
+
+def source_for_path(path: str) -> SourceSpec:
+    """The source kind a bare path implies: a folder of .py files, a StackOverflow dump
+    (a file named Posts.*), or The Stack's Parquet/JSONL shards."""
+    name = os.path.basename(os.path.normpath(path)) or path
+    if os.path.isdir(path):
+        return SourceSpec(kind="python_tree", path=path, name=name)
+    if name.lower().startswith("posts"):
+        return SourceSpec(kind="stackoverflow", path=path, name="stackoverflow")
+    return SourceSpec(kind="the_stack", path=path, name=name)
+
+
 def default_sources() -> list[SourceSpec]:
-    """With nothing configured: the running interpreter's standard library (~600 files, ~11 MB)."""
+    """With nothing configured: the paths in SYNTH_ASSETS_CORPUS_PATHS (os.pathsep-separated;
+    the corpus sensor watches the same ones), else the running interpreter's standard
+    library (~600 files, ~11 MB)."""
+    configured = [p.strip() for p in os.environ.get(CORPUS_PATHS_ENV, "").split(os.pathsep) if p.strip()]
+    if configured:
+        return [source_for_path(path) for path in configured]
     return [SourceSpec(kind="python_tree", path=stdlib_path(), name="stdlib", repo="python/cpython", license="PSF-2.0")]
 
 

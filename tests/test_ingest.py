@@ -212,3 +212,13 @@ def test_exact_copy_of_a_near_duplicate_points_at_the_survivor(tmp_path, warehou
         ("a.py", "near_duplicate"), ("a_copy.py", "exact_duplicate")
     ]
     assert {of for _, _, of in removed} == {survivor}
+
+
+def test_corpus_paths_env_names_the_default_sources(tmp_path, monkeypatch):
+    tree = tmp_path / "mycode"
+    tree.mkdir()
+    shard = tmp_path / "shard-000.parquet"
+    posts = tmp_path / "Posts.xml"
+    monkeypatch.setenv("SYNTH_ASSETS_CORPUS_PATHS", f"{tree}:{shard}:{posts}")
+    kinds = [(s.kind, s.path) for s in default_sources()]
+    assert kinds == [("python_tree", str(tree)), ("the_stack", str(shard)), ("stackoverflow", str(posts))]

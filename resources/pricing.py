@@ -1,0 +1,138 @@
+"""What an LLM call costs, in US dollars.
+
+Prices come from `genai-prices` (pydantic's maintained price table, the same data
+Logfire uses); the override table below prices models it does not know: the bundled
+SmolLM2 aliases (free, wall time recorded instead) and any self-hosted model you add.
+A model with no known price is priced `None` (unknown) with one clear warning per
+model, never a silent zero.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import warnings
+from dataclasses import dataclass
+from decimal import Decimal
+
+import genai_prices
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """Dollars per million tokens. `batch_discount` is the share of the price paid
+    through a provider's batch API (OpenAI Batch API: 50% off)."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+    cached_input_per_mtok: float | None = None
+    batch_discount: float = 0.5
+
+
+# Project overrides, looked up before genai-prices (exact model names, lower case).
+# Local and self-hosted models cost nothing per token; their wall time is in llm_calls.latency_s.
+PRICE_OVERRIDES: dict[str, ModelPrice] = {
+    "smollm2-135m-instruct": ModelPrice(0.0, 0.0),  # bundled llama.cpp chat alias
+    "smollm2-135m-embed": ModelPrice(0.0, 0.0),  # bundled llama.cpp embedding alias
+}
+
+_warned_unknown: set[str] = set()
+_warn_lock = threading.Lock()
+
+
+def _warn_unknown_once(model: str, why: str) -> None:
+    with _warn_lock:
+        if model in _warned_unknown:
+            return
+        _warned_unknown.add(model)
+    logger.warning(
+        "No price known for model %r (%s): its cost is recorded as unknown (NULL), not $0. "
+        "Add it to resources.pricing.PRICE_OVERRIDES to price it.",
+        model,
+        why,
+    )
+
+
+def price_usd(
+    model: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int = 0,
+    batch: bool = False,
+) -> float | None:
+    """Dollar cost of one call, or None when the model's price is unknown.
+
+    `cached_tokens` (provider prompt-cache reads, part of `prompt_tokens`) are billed at
+    the cached-input rate where one exists. `batch=True` prices at the batch-API rate.
+    """
+    override = PRICE_OVERRIDES.get(model.lower())
+    if override is not None:
+        return _override_price(override, prompt_tokens, completion_tokens, cached_tokens, batch)
+    rates = _per_token_rates(model, batch)
+    if rates is None:
+        return None
+    input_rate, output_rate, cached_rate = rates
+    cached = min(int(cached_tokens), int(prompt_tokens))
+    return (int(prompt_tokens) - cached) * input_rate + cached * cached_rate + int(completion_tokens) * output_rate
+
+
+@functools.lru_cache(maxsize=256)
+def _per_token_rates(model: str, batch: bool) -> tuple[float, float, float] | None:
+    """(input, output, cached input) dollars per token from genai-prices, looked up once
+    per model: calc_price matches model names each call (~0.4 ms), too slow per request.
+    Prices are linear in tokens for the models we use; context-length tiers are ignored."""
+    mtok = 1_000_000
+    calculations = [
+        _calc(model, {"input_tokens": mtok}, batch),
+        _calc(model, {"output_tokens": mtok}, batch),
+        _calc(model, {"input_tokens": mtok, "cache_read_tokens": mtok}, batch),
+    ]
+    if any(c is None for c in calculations):
+        return None
+    input_rate, output_rate, cached_rate = (float(c.total_price) / mtok for c in calculations)
+    if batch and _per_token_rates(model, False) == (input_rate, output_rate, cached_rate):
+        # genai-prices has no batch variant for this model: apply the usual 50% batch rate.
+        input_rate, output_rate, cached_rate = input_rate * 0.5, output_rate * 0.5, cached_rate * 0.5
+    return input_rate, output_rate, cached_rate
+
+
+def _calc(model: str, usage_kwargs: dict, batch: bool):
+    """genai-prices' calculation, trying the model name alone and then as an OpenAI model
+    (the auto-match misses some OpenAI ids, e.g. text-embedding-3-small)."""
+    last_error: Exception | None = None
+    for provider_id in (None, "openai"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return genai_prices.calc_price(
+                    genai_prices.Usage(**usage_kwargs),
+                    model_ref=model,
+                    provider_id=provider_id,
+                    price_context={"processing": "batch"} if batch else None,
+                )
+        except LookupError as exc:
+            last_error = exc
+    _warn_unknown_once(model, str(last_error))
+    return None
+
+
+def _override_price(
+    price: ModelPrice, prompt_tokens: int, completion_tokens: int, cached_tokens: int, batch: bool
+) -> float:
+    cached = min(cached_tokens, prompt_tokens) if price.cached_input_per_mtok is not None else 0
+    dollars = (
+        Decimal(prompt_tokens - cached) * Decimal(str(price.input_per_mtok))
+        + Decimal(cached) * Decimal(str(price.cached_input_per_mtok or 0.0))
+        + Decimal(completion_tokens) * Decimal(str(price.output_per_mtok))
+    ) / Decimal(1_000_000)
+    if batch:
+        dollars *= Decimal(str(price.batch_discount))
+    return float(dollars)
+
+
+def price_known(model: str) -> bool:
+    """Whether `price_usd(model, ...)` returns a number (warns once if not)."""
+    return price_usd(model, 1, 1) is not None
