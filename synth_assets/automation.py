@@ -191,3 +191,13 @@ daily_cost_report_schedule = dg.ScheduleDefinition(
 all_sensors = [automation_sensor, corpus_change_sensor]
 all_schedules = [daily_cost_report_schedule]
 all_jobs = [cost_report_job]
+
+
+def on_code_change() -> dg.AutomationCondition:
+    """For root assets that call the LLM (plans and exercises have no upstream asset):
+    re-materialize when their code version changed (a new prompt or model bumps it),
+    never merely because they are missing, so starting the UI does not spend money."""
+    return (
+        dg.AutomationCondition.code_version_changed().since_last_handled()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("code_version_changed")

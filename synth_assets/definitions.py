@@ -2,11 +2,14 @@
 
 Nothing else happens here. The DAG, in the order the modules are listed:
 
-    raw_stack_plus ─┬─> annotated_sample ─> quality_classifier ─> filtered_textbook ─┐
-                    │                                                               ├─> training_data_release
-                    ├─> synthetic_textbook ─────────────────────────────────────────┤
-                    └─> code_exercises ─> decontaminated_exercises ─────────────────┘
+    raw_stack_plus ─> annotated_sample ─> quality_classifier ─> filtered_textbook ─┐
+    textbook_prompts ─> synthetic_textbook ───────────────────────────────────────┼─> training_data_release
+    code_exercises ─> contamination_report ─> decontaminated_exercises ───────────┘
     (every LLM-using asset) ─> cost_report
+
+    textbook_prompts and code_exercises read raw_stack_plus / filtered_textbook when
+    those tables exist (personas, OSS-Instruct snippets) but do not depend on them, so
+    a corpus refresh never sets off paid regeneration by itself.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from synth_assets.filter import filtered_textbook
 from synth_assets.ingest import raw_stack_plus
 from synth_assets.release import training_data_release
 from synth_assets.reports import cost_report
-from synth_assets.textbook import synthetic_textbook
+from synth_assets.textbook import synthetic_textbook, textbook_prompts
 
 main_job = dg.define_asset_job(
     "main_job",
@@ -39,6 +42,7 @@ defs = dg.Definitions(
         annotated_sample,
         quality_classifier,
         filtered_textbook,
+        textbook_prompts,
         synthetic_textbook,
         code_exercises,
         *decontamination_assets,

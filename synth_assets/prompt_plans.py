@@ -1,0 +1,348 @@
+"""Prompt plans: seeded draws of every slot that makes one synthetic prompt differ from
+the next (phi-1 section 2.2: "inject randomness into the prompt ... constraining topics
+and target audience"; TinyStories: random required words and features; Persona Hub:
+personas as a diversity axis). Plans are plain data, stored per prompt, so a section
+or exercise can always be traced back to the exact slots that produced it.
+
+Personas come from the shipped list and, when a corpus is available, from a cheap
+deterministic text-to-persona derivation (`persona_from_source`): a source file's
+imports and module docstring become "a developer who maintains code that uses X to Y".
+No LLM call: it is free, reproducible, and good enough to steer the reader framing.
+All personas are deduplicated with MinHash (Persona Hub: 1-gram shingles, 128
+permutations, Jaccard threshold 0.9).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import random
+import re
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from datasketch import MinHash, MinHashLSH
+
+CATALOG_DIR = Path(__file__).parent / "catalog"
+
+# Persona Hub (Ge et al. 2024, section 2.3): MinHash on 1-gram shingles, 128 perms, 0.9.
+PERSONA_NUM_PERM = 128
+PERSONA_JACCARD_THRESHOLD = 0.9
+MINHASH_SEED = 1
+LSH_RECALL_MARGIN = 0.15
+
+EXERCISE_MODES = ("topic", "oss_instruct")
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+@dataclass(frozen=True)
+class Catalog:
+    topics: tuple[tuple[str, tuple[str, ...]], ...]
+    personas: tuple[str, ...]
+    audiences: tuple[str, ...]
+    styles: tuple[tuple[str, str], ...]  # (name, instruction)
+    features: tuple[str, ...]
+    required_words: tuple[str, ...]
+    verbs: tuple[str, ...]
+    nouns: tuple[str, ...]
+    difficulties: tuple[tuple[str, str], ...]  # (name, instruction)
+
+    def style_instruction(self, name: str) -> str:
+        return dict(self.styles)[name]
+
+    def difficulty_instruction(self, name: str) -> str:
+        return dict(self.difficulties)[name]
+
+
+def _words(path: Path) -> tuple[str, ...]:
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return tuple(line for line in lines if line and not line.startswith("#"))
+
+
+@lru_cache(maxsize=4)
+def load_catalog(directory: str | None = None) -> Catalog:
+    """The shipped catalog (synth_assets/catalog/)."""
+    root = Path(directory) if directory else CATALOG_DIR
+
+    def load(name: str) -> dict:
+        return json.loads((root / name).read_text())
+
+    return Catalog(
+        topics=tuple((t["topic"], tuple(t["subtopics"])) for t in load("topics.json")["topics"]),
+        personas=tuple(load("personas.json")["personas"]),
+        audiences=tuple(load("audiences.json")["audiences"]),
+        styles=tuple((s["name"], s["instruction"]) for s in load("styles.json")["styles"]),
+        features=tuple(load("features.json")["features"]),
+        required_words=_words(root / "required_words.txt"),
+        verbs=_words(root / "function_verbs.txt"),
+        nouns=_words(root / "function_nouns.txt"),
+        difficulties=tuple((d["name"], d["instruction"]) for d in load("difficulties.json")["difficulties"]),
+    )
+
+
+# --------------------------------------------------------------------------- personas
+
+
+def persona_tokens(text: str) -> set[str]:
+    """1-gram shingles: lower-cased word tokens."""
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def _minhash(tokens: set[str]) -> MinHash:
+    signature = MinHash(num_perm=PERSONA_NUM_PERM, seed=MINHASH_SEED)
+    for token in sorted(tokens):
+        signature.update(token.encode())
+    return signature
+
+
+@dataclass(frozen=True)
+class RemovedPersona:
+    persona: str
+    near_duplicate_of: str
+    jaccard: float  # exact Jaccard of the 1-gram sets
+    reason: str = "near_duplicate_persona"
+
+
+def dedupe_personas(
+    personas: list[str], threshold: float = PERSONA_JACCARD_THRESHOLD
+) -> tuple[list[str], list[RemovedPersona]]:
+    """Keep the first of every group of near-identical personas. MinHash LSH finds
+    candidates (queried a little below the threshold, because with 128 permutations
+    the estimate of a 0.93 pair can read 0.90 or less); the exact Jaccard of the two
+    token sets decides, so the outcome does not depend on estimator noise."""
+    lsh = MinHashLSH(threshold=max(threshold - LSH_RECALL_MARGIN, 0.1), num_perm=PERSONA_NUM_PERM)
+    kept_tokens: dict[str, set[str]] = {}
+    kept: list[str] = []
+    removed: list[RemovedPersona] = []
+    for persona in personas:
+        tokens = persona_tokens(persona)
+        if not tokens:
+            continue
+        signature = _minhash(tokens)
+        best: tuple[float, str] | None = None
+        for key in lsh.query(signature):
+            other = kept_tokens[key]
+            score = len(tokens & other) / len(tokens | other)
+            if score >= threshold and (best is None or score > best[0]):
+                best = (score, key)
+        if best is not None:
+            removed.append(RemovedPersona(persona, kept[int(best[1])], round(best[0], 4)))
+            continue
+        key = str(len(kept))
+        lsh.insert(key, signature)
+        kept_tokens[key] = tokens
+        kept.append(persona)
+    return kept, removed
+
+
+def persona_from_source(content: str) -> str | None:
+    """Text-to-persona, deterministic: who would maintain this file? Uses the module
+    docstring's first sentence and the top-level imported packages. None when the file
+    gives nothing to go on (no docstring and no imports, or it does not parse)."""
+    try:
+        tree = ast.parse(content)
+    except (SyntaxError, ValueError):
+        return None
+    packages: list[str] = []
+    for node in tree.body:
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module]
+        for name in names:
+            top = name.split(".")[0]
+            if top not in packages and top not in {"__future__", "typing", "os", "sys"}:
+                packages.append(top)
+    docstring = ast.get_docstring(tree) or ""
+    purpose = re.split(r"(?<=[.!?])\s|\n\n", docstring.strip(), maxsplit=1)[0].strip().rstrip(".")
+    purpose = re.sub(r"\s+", " ", purpose)[:100]
+    uses = " and ".join(packages[:2])
+    if purpose and uses:
+        return f"a developer who maintains code that uses {uses} for: {purpose[0].lower() + purpose[1:]}"
+    if purpose:
+        return f"a developer who maintains code for: {purpose[0].lower() + purpose[1:]}"
+    if uses:
+        return f"a developer who maintains Python code built on {uses}"
+    return None
+
+
+@dataclass(frozen=True)
+class Persona:
+    text: str
+    source: str  # "catalog" or "corpus:<doc_id>"
+
+
+def persona_pool(catalog: Catalog, corpus: list[tuple[str, str]] = ()) -> tuple[list[Persona], list[RemovedPersona]]:
+    """Shipped personas plus those derived from corpus files ((doc_id, content) pairs),
+    deduplicated together (shipped ones win ties because they come first)."""
+    candidates = [Persona(p, "catalog") for p in catalog.personas]
+    for doc_id, content in corpus:
+        derived = persona_from_source(content)
+        if derived:
+            candidates.append(Persona(derived, f"corpus:{doc_id}"))
+    kept_texts, removed = dedupe_personas([c.text for c in candidates])
+    source_of = {}
+    for candidate in candidates:
+        source_of.setdefault(candidate.text, candidate.source)
+    return [Persona(text, source_of[text]) for text in kept_texts], removed
+
+
+# --------------------------------------------------------------------------- plans
+
+
+def content_id(payload: dict) -> str:
+    """A stable id: sha256 of the canonical JSON of the slots (first 16 hex chars)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TextbookPrompt:
+    prompt_id: str
+    topic: str
+    subtopic: str
+    audience: str
+    persona: str
+    persona_source: str
+    style: str
+    required_words: list[str]
+    feature: str
+    seed: int
+
+    def row(self) -> dict:
+        return asdict(self)
+
+
+def plan_textbook_prompts(
+    catalog: Catalog, n_prompts: int, seed: int, personas: list[Persona], n_required_words: int = 2
+) -> list[TextbookPrompt]:
+    """`n_prompts` distinct plans drawn with `random.Random(seed)`. Topics are drawn
+    without replacement while they last so a small run covers many topics."""
+    rng = random.Random(seed)
+    topic_order = rng.sample(range(len(catalog.topics)), len(catalog.topics))
+    plans: dict[str, TextbookPrompt] = {}
+    attempts = 0
+    while len(plans) < n_prompts and attempts < n_prompts * 20:
+        topic, subtopics = catalog.topics[topic_order[attempts % len(topic_order)]]
+        attempts += 1
+        persona = rng.choice(personas)
+        slots = {
+            "topic": topic,
+            "subtopic": rng.choice(subtopics),
+            "audience": rng.choice(catalog.audiences),
+            "persona": persona.text,
+            "persona_source": persona.source,
+            "style": rng.choice(catalog.styles)[0],
+            "required_words": sorted(rng.sample(catalog.required_words, n_required_words)),
+            "feature": rng.choice(catalog.features),
+        }
+        prompt_id = content_id(slots)
+        plans.setdefault(prompt_id, TextbookPrompt(prompt_id=prompt_id, seed=seed, **slots))
+    return list(plans.values())
+
+
+@dataclass(frozen=True)
+class ExercisePlan:
+    exercise_id: str
+    mode: str  # "topic" or "oss_instruct"
+    topic: str
+    subtopic: str
+    difficulty: str
+    function_name: str
+    inspiration: str  # the OSS-Instruct snippet ("" in topic mode)
+    inspiration_doc_id: str
+    seed: int
+
+    def slots(self) -> dict:
+        return asdict(self)
+
+
+def plan_exercises(
+    catalog: Catalog,
+    n_exercises: int,
+    seed: int,
+    snippets: list[tuple[str, str]] = (),
+    oss_instruct_fraction: float = 0.25,
+) -> list[ExercisePlan]:
+    """`n_exercises` plans with distinct function names (verb_noun drawn without
+    replacement). A fraction uses an OSS-Instruct snippet ((doc_id, snippet) pairs)
+    as inspiration when snippets are given."""
+    rng = random.Random(seed)
+    names = [f"{verb}_{noun}" for verb in catalog.verbs for noun in catalog.nouns]
+    chosen_names = rng.sample(names, min(n_exercises, len(names)))
+    topic_order = rng.sample(range(len(catalog.topics)), len(catalog.topics))
+    plans = []
+    for index, function_name in enumerate(chosen_names):
+        topic, subtopics = catalog.topics[topic_order[index % len(topic_order)]]
+        use_snippet = bool(snippets) and rng.random() < oss_instruct_fraction
+        doc_id, snippet = rng.choice(snippets) if use_snippet else ("", "")
+        slots = {
+            "mode": "oss_instruct" if use_snippet else "topic",
+            "topic": topic,
+            "subtopic": rng.choice(subtopics),
+            "difficulty": rng.choice(catalog.difficulties)[0],
+            "function_name": function_name,
+            "inspiration": snippet,
+            "inspiration_doc_id": doc_id,
+        }
+        plans.append(ExercisePlan(exercise_id=content_id(slots), seed=seed, **slots))
+    return plans
+
+
+def random_snippet(content: str, rng: random.Random, min_lines: int = 1, max_lines: int = 15) -> str:
+    """OSS-Instruct (Magicoder): a random run of 1-15 consecutive non-blank-start lines."""
+    lines = content.splitlines()
+    if not lines:
+        return ""
+    length = rng.randint(min_lines, min(max_lines, len(lines)))
+    start = rng.randint(0, len(lines) - length)
+    return "\n".join(lines[start : start + length]).strip("\n")
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+def _content_source(warehouse, tables: tuple[str, ...]) -> tuple[str, str] | None:
+    """(table, SQL selecting doc_id, content) for the first usable table, or None.
+    A table without a `content` column (e.g. a filtered id list) is joined to
+    `raw_stack_plus` for the text."""
+    for table in tables:
+        if not warehouse.table_exists(table):
+            continue
+        columns = set(
+            warehouse.query(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
+            )["column_name"].to_list()
+        )
+        if {"doc_id", "content"} <= columns:
+            return table, f'SELECT doc_id, content FROM "{table}"'
+        if "doc_id" in columns and table != "raw_stack_plus" and warehouse.table_exists("raw_stack_plus"):
+            return table, f'SELECT t.doc_id, r.content FROM "{table}" t JOIN raw_stack_plus r USING (doc_id)'
+    return None
+
+
+def sample_corpus_files(warehouse, tables: tuple[str, ...], n_files: int, seed: int) -> list[tuple[str, str]]:
+    """A seeded sample of (doc_id, content) from the first of `tables` that exists;
+    [] when none does (the synthesis assets run without a corpus)."""
+    source = _content_source(warehouse, tables)
+    if source is None or n_files <= 0:
+        return []
+    _, select = source
+    ids = sorted(warehouse.query(f"SELECT DISTINCT doc_id FROM ({select}) WHERE content IS NOT NULL")["doc_id"].to_list())
+    chosen = random.Random(seed).sample(ids, min(n_files, len(ids)))
+    if not chosen:
+        return []
+    frame = warehouse.query(f"SELECT doc_id, content FROM ({select}) WHERE doc_id IN (SELECT unnest(?))", [chosen])
+    by_id = dict(zip(frame["doc_id"].to_list(), frame["content"].to_list()))
+    return [(doc_id, by_id[doc_id]) for doc_id in chosen if doc_id in by_id]
+
+
+def sample_corpus_snippets(warehouse, tables: tuple[str, ...], n_files: int, seed: int) -> list[tuple[str, str]]:
+    """(doc_id, 1-15-line snippet) pairs for OSS-Instruct plans; blank snippets dropped."""
+    rng = random.Random(seed)
+    pairs = [(doc_id, random_snippet(content, rng)) for doc_id, content in sample_corpus_files(warehouse, tables, n_files, seed)]
+    return [(doc_id, snippet) for doc_id, snippet in pairs if snippet.strip()]

@@ -1,0 +1,302 @@
+"""`textbook_prompts` and `synthetic_textbook`: phi-1-style synthetic textbook sections.
+
+phi-1 (Gunasekar et al. 2023, section 2.2) generates "textbook" text interleaving
+natural-language explanation with short code, and gets diversity by constraining the
+topic and target audience. Here every prompt is a seeded plan (topic + subtopic,
+audience, persona, style, TinyStories-style required words and a required feature,
+see prompt_plans.py) stored in `textbook_prompts`; `synthetic_textbook` makes one LLM
+call per plan and keeps phi-1's section shape: a high-level overview, an example
+explained in words, then one or two short Python snippets.
+"""
+
+
+import ast
+import hashlib
+import re
+from collections import Counter
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from resources.llm import ChatRequest, ChatResult, LLMResource
+from resources.warehouse import Warehouse
+from synth_assets.automation import on_code_change, on_upstream_change
+from synth_assets.diversity import NEAR_DUP_THRESHOLD, diversity_metadata, find_near_duplicates
+from synth_assets.prompt_plans import (
+    TextbookPrompt,
+    load_catalog,
+    persona_pool,
+    plan_textbook_prompts,
+    sample_corpus_files,
+)
+from synth_assets.tables import counts_markdown, markdown_table, table_result
+
+PROMPT_VERSION = "textbook-v1"
+PLAN_VERSION = "plans-v1"
+PROMPTS_TABLE = "textbook_prompts"
+SECTIONS_TABLE = "synthetic_textbook"
+REJECTS_TABLE = "synthetic_textbook_rejects"
+PERSONA_CORPUS_TABLES = ("raw_stack_plus",)
+
+SYSTEM_PROMPT = "You are a computer science teacher. You write short, clear textbook sections with Python code."
+
+_CODE_BLOCK = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+class TextbookPromptsConfig(dg.Config):
+    n_prompts: int = Field(
+        default=20, description="Prompts to plan (one textbook section each; small so the local model is quick)."
+    )
+    seed: int = Field(default=0, description="Seed for every slot draw; same seed, same plans.")
+    n_required_words: int = Field(default=2, description="Random words each section must use (TinyStories).")
+    n_corpus_personas: int = Field(
+        default=16, description="Corpus files (raw_stack_plus, if present) turned into personas (text-to-persona)."
+    )
+
+
+PROMPT_SCHEMA = {
+    "prompt_id": pl.Utf8, "topic": pl.Utf8, "subtopic": pl.Utf8, "audience": pl.Utf8, "persona": pl.Utf8,
+    "persona_source": pl.Utf8, "style": pl.Utf8, "required_words": pl.List(pl.Utf8), "feature": pl.Utf8,
+    "seed": pl.Int64,
+}
+
+
+@dg.asset(
+    group_name="synthesis",
+    pool="duckdb",
+    kinds={"duckdb", "python"},
+    owners=["team:synth-assets"],
+    code_version=PLAN_VERSION,
+    automation_condition=on_code_change(),
+)
+def textbook_prompts(
+    context: dg.AssetExecutionContext, config: TextbookPromptsConfig, warehouse: Warehouse
+) -> dg.MaterializeResult:
+    """The plan of every synthetic textbook prompt, one row per prompt: topic and
+    subtopic (from ~260 shipped "reasoning and basic algorithmic skills" topics),
+    audience, persona (and where it came from), style, required words and required
+    feature, plus the seed. `prompt_id` is a hash of the slots. Seeded: the same seed
+    gives the same rows. Personas are the shipped list plus, when `raw_stack_plus`
+    exists, personas derived from sampled corpus files (imports + module docstring ->
+    "a developer who maintains code that uses X for: Y"), all deduplicated with MinHash
+    (Persona Hub: 1-gram shingles, 128 permutations, Jaccard 0.9). The corpus is read
+    opportunistically, not declared as a dependency: this asset runs without it."""
+    catalog = load_catalog()
+    corpus = sample_corpus_files(warehouse, PERSONA_CORPUS_TABLES, config.n_corpus_personas, config.seed)
+    personas, removed = persona_pool(catalog, corpus)
+    plans = plan_textbook_prompts(catalog, config.n_prompts, config.seed, personas, config.n_required_words)
+    warehouse.write_table(PROMPTS_TABLE, pl.DataFrame([p.row() for p in plans], schema=PROMPT_SCHEMA))
+    context.log.info(f"textbook_prompts: {len(plans)} plans, {len(personas)} personas ({len(removed)} near-duplicates removed)")
+    return table_result(
+        warehouse,
+        PROMPTS_TABLE,
+        {
+            "personas": len(personas),
+            "corpus_personas": sum(1 for p in personas if p.source != "catalog"),
+            "personas_removed_as_near_duplicates": len(removed),
+            "personas_removed": dg.MetadataValue.md(
+                markdown_table([(r.persona, r.near_duplicate_of, r.jaccard) for r in removed], ["persona", "near_duplicate_of", "jaccard"])
+                if removed else "none"
+            ),
+            "distinct_topics": len({p.topic for p in plans}),
+            "distinct_styles": len({p.style for p in plans}),
+            "distinct_audiences": len({p.audience for p in plans}),
+            "catalog_topics": len(catalog.topics),
+        },
+    )
+
+
+def build_messages(plan: TextbookPrompt) -> list[dict]:
+    """The chat messages for one planned section."""
+    style = load_catalog().style_instruction(plan.style)
+    words = " and ".join(plan.required_words)
+    user = "\n".join(
+        [
+            f"Write a short textbook section about {plan.topic}: {plan.subtopic}.",
+            f"The reader is a {plan.audience}, {plan.persona}.",
+            style,
+            "Structure: first a short overview of the idea, then an example explained in plain words, "
+            "then one or two short Python code blocks in ```python fences.",
+            f"Use the words {words} somewhere in the text. The section {plan.feature}.",
+        ]
+    )
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def code_blocks(text: str) -> list[str]:
+    """Fenced code blocks (```python / ```py / bare ```)."""
+    return [block for block in _CODE_BLOCK.findall(text or "")]
+
+
+def blocks_parse(blocks: list[str]) -> bool:
+    """True when there is at least one block and every block parses as Python."""
+    if not blocks:
+        return False
+    for block in blocks:
+        try:
+            ast.parse(block)
+        except (SyntaxError, ValueError):
+            return False
+    return True
+
+
+def defined_function_names(blocks: list[str]) -> set[str]:
+    """Names of functions defined in the blocks that parse."""
+    names: set[str] = set()
+    for block in blocks:
+        try:
+            tree = ast.parse(block)
+        except (SyntaxError, ValueError):
+            continue
+        names.update(node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)))
+    return names
+
+
+def required_words_used(text: str, words: list[str]) -> float:
+    """Share of the required words the text uses (whole words, any case)."""
+    if not words:
+        return 1.0
+    lowered = (text or "").lower()
+    return sum(1 for word in words if re.search(rf"\b{re.escape(word.lower())}\b", lowered)) / len(words)
+
+
+def section_id(prompt_id: str, text: str) -> str:
+    return hashlib.sha256(f"{prompt_id}\n{text.strip()}".encode()).hexdigest()[:16]
+
+
+def section_rows(
+    plans: list[TextbookPrompt], results: list[ChatResult], model: str, near_dup_threshold: float
+) -> tuple[list[dict], list[dict]]:
+    """(kept sections, rejects with reasons): failed calls, empty answers and
+    near-duplicates of an earlier kept section."""
+    candidates: list[dict] = []
+    rejects: list[dict] = []
+    for plan, result in zip(plans, results, strict=True):
+        text = (result.text or "").strip()
+        base = {**plan.row(), "model": model, "prompt_version": PROMPT_VERSION, "cache_key": result.cache_key}
+        if result.status != "ok":
+            rejects.append({**base, "section_id": None, "reason": f"llm_{result.status}", "error": result.error, "raw_text": text})
+            continue
+        if not text:
+            rejects.append({**base, "section_id": None, "reason": "empty_output", "error": None, "raw_text": text})
+            continue
+        blocks = code_blocks(text)
+        candidates.append(
+            {
+                **base,
+                "section_id": section_id(plan.prompt_id, text),
+                "text": text,
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "n_code_blocks": len(blocks),
+                "code_blocks_parse": blocks_parse(blocks),
+                "required_words_used": round(required_words_used(text, plan.required_words), 4),
+            }
+        )
+    duplicates = {d.index: d for d in find_near_duplicates([c["text"] for c in candidates], near_dup_threshold)}
+    kept = []
+    for index, candidate in enumerate(candidates):
+        duplicate = duplicates.get(index)
+        if duplicate is None:
+            kept.append(candidate)
+            continue
+        original = candidates[duplicate.near_duplicate_of]["section_id"]
+        rejects.append(
+            {
+                **{k: candidate[k] for k in (*PROMPT_SCHEMA, "model", "prompt_version", "cache_key", "section_id")},
+                "reason": "near_duplicate",
+                "error": f"near_duplicate_of={original} jaccard={duplicate.jaccard}",
+                "raw_text": candidate["text"],
+            }
+        )
+    return kept, rejects
+
+
+SECTION_SCHEMA = {
+    "section_id": pl.Utf8, **PROMPT_SCHEMA, "text": pl.Utf8, "model": pl.Utf8, "prompt_version": pl.Utf8,
+    "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64, "n_code_blocks": pl.Int64,
+    "code_blocks_parse": pl.Boolean, "required_words_used": pl.Float64, "cache_key": pl.Utf8,
+}
+SECTION_REJECT_SCHEMA = {
+    "section_id": pl.Utf8, **PROMPT_SCHEMA, "reason": pl.Utf8, "error": pl.Utf8, "raw_text": pl.Utf8,
+    "model": pl.Utf8, "prompt_version": pl.Utf8, "cache_key": pl.Utf8,
+}
+
+
+class SyntheticTextbookConfig(dg.Config):
+    max_tokens: int = Field(default=350, description="Completion token cap per section (phi-1 sections are short).")
+    temperature: float | None = Field(default=None, description="Sampling temperature; None = the resource's default.")
+    near_duplicate_threshold: float = Field(
+        default=NEAR_DUP_THRESHOLD, description="Word 5-gram Jaccard at or above which a section is dropped (Lee et al. 2022: 0.8)."
+    )
+
+
+def load_plans(warehouse: Warehouse) -> list[TextbookPrompt]:
+    frame = warehouse.query(f"SELECT * FROM {PROMPTS_TABLE} ORDER BY prompt_id")
+    return [
+        TextbookPrompt(**{key: row[key] for key in PROMPT_SCHEMA} | {"required_words": list(row["required_words"] or [])})
+        for row in frame.iter_rows(named=True)
+    ]
+
+
+@dg.asset(
+    group_name="synthesis",
+    pool="duckdb",
+    kinds={"duckdb", "python", "openai"},
+    owners=["team:synth-assets"],
+    code_version=f"synthetic_textbook-1+{PROMPT_VERSION}",
+    deps=[textbook_prompts],
+    automation_condition=on_upstream_change(),
+)
+def synthetic_textbook(
+    context: dg.AssetExecutionContext, config: SyntheticTextbookConfig, warehouse: Warehouse, llm: LLMResource
+) -> dg.MaterializeResult:
+    """Synthetic textbook sections, one LLM call per row of `textbook_prompts`, in
+    phi-1's shape: overview, an example explained in words, one or two short Python
+    snippets. Each row carries its prompt's slots, the text, the model and prompt
+    version, token counts, `n_code_blocks`, `code_blocks_parse` (at least one fenced
+    block and every block parses), `required_words_used` and the LLM `cache_key`.
+
+    Dropped sections are in `synthetic_textbook_rejects` with a reason: `llm_error` /
+    `llm_budget_exceeded` (the call failed; error kept), `empty_output`, or
+    `near_duplicate` (MinHash on word 5-grams, Jaccard >= 0.8 with an earlier kept
+    section). Sections without parseable code are kept, flagged by `code_blocks_parse`."""
+    plans = load_plans(warehouse)
+    requests = [
+        ChatRequest(messages=build_messages(p), temperature=config.temperature, max_tokens=config.max_tokens, row_id=p.prompt_id)
+        for p in plans
+    ]
+    with llm.session(context, warehouse) as session:
+        session.log_estimate(len(requests), 150, config.max_tokens)
+        results = session.complete(requests)
+        kept, rejects = section_rows(plans, results, session.model, config.near_duplicate_threshold)
+        warehouse.write_table(SECTIONS_TABLE, pl.DataFrame(kept, schema=SECTION_SCHEMA))
+        warehouse.write_table(REJECTS_TABLE, pl.DataFrame(rejects, schema=SECTION_REJECT_SCHEMA))
+        llm_metadata = session.metadata()
+    reasons = Counter(r["reason"] for r in rejects)
+    texts = [row["text"] for row in kept]
+    context.log.info(f"synthetic_textbook: {len(kept)} sections kept, {len(rejects)} rejected")
+    return table_result(
+        warehouse,
+        SECTIONS_TABLE,
+        {
+            "planned": len(plans),
+            "kept": len(kept),
+            "rejected": len(rejects),
+            "rejection_reasons": dg.MetadataValue.md(counts_markdown(dict(reasons)) if rejects else "none"),
+            "with_parseable_code": sum(1 for row in kept if row["code_blocks_parse"]),
+            "code_parse_rate": round(sum(1 for row in kept if row["code_blocks_parse"]) / len(kept), 4) if kept else 0.0,
+            "distinct_function_names": len(set().union(*(defined_function_names(code_blocks(t)) for t in texts))),
+            "distinct_topics": len({row["topic"] for row in kept}),
+            "prompt_version": PROMPT_VERSION,
+            **{f"diversity/{k}": v for k, v in diversity_metadata(texts).items()},
+            **llm_metadata,
+        },
+    )

@@ -1,0 +1,160 @@
+"""Prompt plans: seeded slot draws, persona dedup, text-to-persona, diversity metrics."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from synth_assets.diversity import distinct_n, find_near_duplicates, near_duplicate_rate
+from synth_assets.prompt_plans import (
+    Persona,
+    dedupe_personas,
+    load_catalog,
+    persona_from_source,
+    persona_pool,
+    plan_exercises,
+    plan_textbook_prompts,
+    random_snippet,
+    sample_corpus_files,
+)
+
+
+def catalog_personas():
+    catalog = load_catalog()
+    return catalog, [Persona(p, "catalog") for p in catalog.personas]
+
+
+def test_catalog_ships_hundreds_of_topics_with_subtopics():
+    catalog = load_catalog()
+    assert len(catalog.topics) >= 200
+    assert all(len(subtopics) >= 3 for _, subtopics in catalog.topics)
+    assert len({topic for topic, _ in catalog.topics}) == len(catalog.topics)
+    assert len(catalog.verbs) * len(catalog.nouns) >= 1000
+
+
+def test_same_seed_same_plans_different_seed_different_plans():
+    catalog, personas = catalog_personas()
+    first = plan_textbook_prompts(catalog, 20, seed=7, personas=personas)
+    again = plan_textbook_prompts(catalog, 20, seed=7, personas=personas)
+    other = plan_textbook_prompts(catalog, 20, seed=8, personas=personas)
+    assert [p.row() for p in first] == [p.row() for p in again]
+    assert {p.prompt_id for p in first}.isdisjoint({p.prompt_id for p in other})
+    assert len(first) == 20 and len({p.prompt_id for p in first}) == 20
+    # Topics are drawn without replacement first: 20 prompts cover 20 topics.
+    assert len({p.topic for p in first}) == 20
+
+
+def test_every_slot_is_filled_from_the_catalog():
+    catalog, personas = catalog_personas()
+    topics = dict(catalog.topics)
+    for plan in plan_textbook_prompts(catalog, 30, seed=1, personas=personas, n_required_words=3):
+        assert plan.subtopic in topics[plan.topic]
+        assert plan.audience in catalog.audiences
+        assert plan.style in dict(catalog.styles)
+        assert plan.feature in catalog.features
+        assert len(plan.required_words) == 3 and set(plan.required_words) <= set(catalog.required_words)
+        assert plan.persona in catalog.personas and plan.persona_source == "catalog"
+        assert plan.seed == 1
+
+
+def test_exercise_plans_have_distinct_planned_names_and_seeded_snippets():
+    catalog = load_catalog()
+    snippets = [("doc-a", "x = 1\ny = 2"), ("doc-b", "def f():\n    return 3")]
+    plans = plan_exercises(catalog, 40, seed=3, snippets=snippets, oss_instruct_fraction=0.5)
+    assert plans == plan_exercises(catalog, 40, seed=3, snippets=snippets, oss_instruct_fraction=0.5)
+    names = [p.function_name for p in plans]
+    assert len(set(names)) == 40
+    assert all(name.split("_", 1)[0] in catalog.verbs for name in names)
+    oss = [p for p in plans if p.mode == "oss_instruct"]
+    assert 5 < len(oss) < 35
+    assert all((p.inspiration_doc_id, p.inspiration) in snippets for p in oss)
+    assert all(p.inspiration == "" for p in plans if p.mode == "topic")
+    assert plan_exercises(catalog, 10, seed=3) != plan_exercises(catalog, 10, seed=4)
+    # Without snippets every plan is topic mode.
+    assert {p.mode for p in plan_exercises(catalog, 10, seed=3, oss_instruct_fraction=1.0)} == {"topic"}
+
+
+def test_persona_dedup_removes_near_identical_and_keeps_distinct():
+    personas = [
+        "a data analyst who writes SQL all day and wants to write cleaner Python",
+        "a farmer monitoring irrigation data",
+        "a data analyst who writes SQL all day and wants to write much cleaner Python",  # 14/15 = 0.93
+        "A farmer, monitoring irrigation data!",  # same tokens
+        "a sports coach tracking player statistics",
+        "a sports coach tracking the player statistics",  # 6/7 = 0.86 < 0.9: kept
+    ]
+    kept, removed = dedupe_personas(personas)
+    assert kept == [personas[0], personas[1], personas[4], personas[5]]
+    assert [(r.persona, r.near_duplicate_of) for r in removed] == [
+        (personas[2], personas[0]),
+        (personas[3], personas[1]),
+    ]
+    assert removed[0].jaccard == round(14 / 15, 4) and removed[1].jaccard == 1.0
+
+
+def test_shipped_persona_list_is_deduplicated_in_the_pool():
+    catalog = load_catalog()
+    pool, removed = persona_pool(catalog)
+    assert len(pool) == len(catalog.personas) - len(removed) and removed
+    assert len({p.text.lower() for p in pool}) == len(pool)
+
+
+def test_text_to_persona_from_docstring_and_imports():
+    source = '"""Parse GPX tracks into route segments.\n\nLonger text."""\nimport numpy as np\nfrom gpxpy.gpx import GPX\n'
+    assert persona_from_source(source) == (
+        "a developer who maintains code that uses numpy and gpxpy for: parse GPX tracks into route segments"
+    )
+    assert persona_from_source("import requests\nx = 1\n") == "a developer who maintains Python code built on requests"
+    assert persona_from_source("x = 1\n") is None
+    assert persona_from_source("def broken(:\n") is None
+
+
+def test_corpus_personas_come_from_raw_stack_plus_when_present(warehouse):
+    catalog = load_catalog()
+    assert sample_corpus_files(warehouse, ("raw_stack_plus",), 5, seed=0) == []
+    docs = pl.DataFrame(
+        {
+            "doc_id": ["d1", "d2", "d3"],
+            "content": ['"""Render invoices as PDF."""\nimport reportlab\n', "x = 1\n", "import pandas\n"],
+        }
+    )
+    warehouse.write_table("raw_stack_plus", docs)
+    files = sample_corpus_files(warehouse, ("filtered_textbook", "raw_stack_plus"), 5, seed=0)
+    assert sorted(files) == sorted(zip(docs["doc_id"], docs["content"]))
+    pool, _ = persona_pool(catalog, files)
+    derived = {p.source: p.text for p in pool if p.source != "catalog"}
+    assert derived == {
+        "corpus:d1": "a developer who maintains code that uses reportlab for: render invoices as PDF",
+        "corpus:d3": "a developer who maintains Python code built on pandas",
+    }
+    plans = plan_textbook_prompts(catalog, 200, seed=0, personas=pool)
+    assert {p.persona_source for p in plans} >= {"catalog", "corpus:d1"}
+
+
+def test_filtered_table_without_content_is_joined_to_raw(warehouse):
+    warehouse.write_table("raw_stack_plus", pl.DataFrame({"doc_id": ["a", "b"], "content": ["A = 1", "B = 2"]}))
+    warehouse.write_table("filtered_textbook", pl.DataFrame({"doc_id": ["b"], "quality_score": [0.9]}))
+    assert sample_corpus_files(warehouse, ("filtered_textbook", "raw_stack_plus"), 5, seed=1) == [("b", "B = 2")]
+
+
+def test_random_snippet_is_a_contiguous_run_of_at_most_15_lines():
+    import random
+
+    content = "\n".join(f"line_{i} = {i}" for i in range(40))
+    rng = random.Random(0)
+    for _ in range(50):
+        snippet = random_snippet(content, rng)
+        lines = snippet.splitlines()
+        assert 1 <= len(lines) <= 15
+        assert snippet in content
+
+
+def test_distinct_n_and_near_duplicates():
+    assert distinct_n(["a b a b"], 1) == 0.5
+    assert distinct_n(["a b c", "a b d"], 2) == 0.75
+    assert distinct_n([], 2) == 0.0
+    base = "the quick brown fox jumps over the lazy dog near the river bank today " * 3
+    texts = [base, base + " again", "completely different words about sorting lists in python quickly", ""]
+    duplicates = find_near_duplicates(texts)
+    assert [(d.index, d.near_duplicate_of) for d in duplicates] == [(1, 0)]
+    assert 0.8 <= duplicates[0].jaccard < 1.0
+    assert near_duplicate_rate(texts) == round(1 / 3, 4)
