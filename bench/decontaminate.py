@@ -1,0 +1,288 @@
+"""Benchmark and threshold sweep for decontamination.
+
+    .venv/bin/python -m bench.decontaminate --exercises 20000 [--embed local|double]
+
+Builds `--exercises` synthetic exercises: every HumanEval problem planted in 10 perturbed
+variants (tests/contamination_variants.py) plus library functions (the standard library,
+then installed third-party packages) turned into exercises as the clean corpus. Then:
+
+* times every signal (CPU seconds per stage, summed over the worker processes) and the
+  whole decontamination (wall, and CPU of this process + its workers), and extrapolates
+  to 100,000 exercises;
+* times the n-gram signal against a plain all-pairs Python loop (tokenise, build each
+  exercise's 13-gram set, intersect it with each of the 164 problems' sets) on a
+  subsample, end to end and matching only, extrapolated to all;
+* measures recall per planted variant and false positives on the clean corpus, per
+  signal and threshold (the sweep table in README_decontamination.md).
+
+Embeddings: `local` (default) is a deterministic hashed bag of words through the same
+`BenchmarkIndex.score(embed=...)` code path; `double` sends every text through the LLM
+layer to tests/openai_double.py. The bundled SmolLM2-135M model cannot embed 100k texts in
+10 minutes on 2 cores, so it is not used here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from synth_assets.benchmarks import load_humaneval  # noqa: E402
+from synth_assets.similarity import (  # noqa: E402
+    BenchmarkIndex,
+    CodeDocument,
+    Thresholds,
+    TokenStreams,
+    all_pairs_ngram_overlap,
+    available_cores,
+    exercise_source,
+    hashed_bag_of_words,
+    plain_ngram_set,
+    stream_hashes,
+    verdict,
+)
+from tests.contamination_variants import VARIANTS, plant_variants, stdlib_exercises  # noqa: E402
+
+SWEEP = {
+    "max_ngram_overlap": [0.0, 0.05, 0.1, 0.2, 0.3, 0.5],
+    "minhash_jaccard": [0.3, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8],
+    "ast_match_rate": [0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95],
+    "embedding_cosine": [0.8, 0.85, 0.9, 0.95, 0.97],
+}
+TASK_COLUMN = {
+    "max_ngram_overlap": "ngram_task_id",
+    "minhash_jaccard": "minhash_task_id",
+    "ast_match_rate": "ast_task_id",
+    "embedding_cosine": "embedding_task_id",
+}
+
+
+def fires(row, column: str, threshold: float) -> bool:
+    score = getattr(row, column)
+    return getattr(row, TASK_COLUMN[column]) is not None and score is not None and score >= threshold
+
+
+def sweep_table(exercises, rows) -> str:
+    planted = [(e, r) for e, r in zip(exercises, rows) if e.variant != "clean"]
+    clean = [(e, r) for e, r in zip(exercises, rows) if e.variant == "clean"]
+    lines = ["| signal alone | threshold | recall (planted removed) | clean removed (FP) | FP rate |", "|---|---|---|---|---|"]
+    for column, candidates in SWEEP.items():
+        for threshold in candidates:
+            caught = sum(fires(r, column, threshold) for _, r in planted)
+            false = sum(fires(r, column, threshold) for _, r in clean)
+            lines.append(
+                f"| {column} | {threshold} | {caught}/{len(planted)} ({caught / len(planted):.1%}) "
+                f"| {false}/{len(clean)} | {false / max(len(clean), 1):.3%} |"
+            )
+    return "\n".join(lines)
+
+
+def combined_table(exercises, rows, configs: dict[str, Thresholds]) -> str:
+    lines = [
+        "| rule (any signal fires) | recall | clean removed (FP) | missed variants |",
+        "|---|---|---|---|",
+    ]
+    for name, thresholds in configs.items():
+        missed = defaultdict(int)
+        caught = false = n_planted = n_clean = 0
+        for e, r in zip(exercises, rows):
+            contaminated = verdict(r, thresholds)[0] == "contaminated"
+            if e.variant == "clean":
+                n_clean += 1
+                false += contaminated
+            else:
+                n_planted += 1
+                caught += contaminated
+                if not contaminated:
+                    missed[e.variant] += 1
+        lines.append(
+            f"| {name} | {caught}/{n_planted} ({caught / n_planted:.1%}) | {false}/{n_clean} ({false / n_clean:.3%}) "
+            f"| {dict(missed) or '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def per_variant_recall(exercises, rows, thresholds: Thresholds) -> str:
+    totals, caught = defaultdict(int), defaultdict(int)
+    for e, r in zip(exercises, rows):
+        if e.variant == "clean":
+            continue
+        totals[e.variant] += 1
+        caught[e.variant] += verdict(r, thresholds)[0] == "contaminated"
+    lines = ["| variant | caught |", "|---|---|"]
+    lines += [f"| {v} | {caught[v]}/{totals[v]} |" for v in VARIANTS]
+    return "\n".join(lines)
+
+
+def double_embedder(tmp: Path):
+    """Embeddings through the LLM layer against the OpenAI test double (real HTTP)."""
+    from contextlib import ExitStack
+
+    from resources.llm import LLMResource
+    from resources.warehouse import Warehouse
+    from tests.openai_double import OpenAIDouble
+
+    stack = ExitStack()
+    server = stack.enter_context(OpenAIDouble(record=False))
+    llm = LLMResource(base_url=server.base_url, api_key="sk-test-secret", model="gpt-4o-mini",
+                      embedding_model="text-embedding-3-small", embed_batch_size=256)
+    session = stack.enter_context(llm.session(None, Warehouse(path=str(tmp / "bench.duckdb"))))
+    return session.embed, stack
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(this process, its waited-for children) user + system CPU seconds."""
+    times = os.times()
+    return times.user + times.system, times.children_user + times.children_system
+
+
+def ngram_comparison(index: BenchmarkIndex, problems, sources: list[str], sample: int, n_total: int) -> None:
+    """The n-gram signal against the plain all-pairs Python loop on the same exercises.
+
+    Plain loop, end to end: split docstring/code, tokenise, build each exercise's 13-gram
+    set (tuple hashing) and intersect it with every one of the 164 problems' sets (built
+    beforehand, as an index is). Signal, end to end: split, tokenise, hash tokens, roll
+    n-grams in numpy and look them up (`NgramIndex.query_batch`), postings walk for hits.
+    Matching only: both start from precomputed n-grams / token hashes."""
+    rng = np.random.default_rng(0)
+    picked = sorted(rng.choice(len(sources), size=min(sample, len(sources)), replace=False).tolist())
+    texts = [sources[i] for i in picked]
+    n = index.config.ngram.n
+    problem_sets = [plain_ngram_set(CodeDocument.from_source(p.task_id, p.source), n) for p in problems]
+
+    started = time.process_time()
+    plain = [all_pairs_ngram_overlap(plain_ngram_set(CodeDocument.from_source("", text), n), problem_sets) for text in texts]
+    loop_s = time.process_time() - started
+
+    started = time.process_time()
+    hashed = [stream_hashes(TokenStreams.from_document(CodeDocument.from_source("", text))) for text in texts]
+    matches = index.ngrams.query_batch(hashed)
+    index_s = time.process_time() - started
+
+    gram_sets = [plain_ngram_set(CodeDocument.from_source("", text), n) for text in texts]
+    started = time.process_time()
+    for gram_set in gram_sets:
+        all_pairs_ngram_overlap(gram_set, problem_sets)
+    loop_match_s = time.process_time() - started
+    started = time.process_time()
+    index.ngrams.query_batch(hashed)
+    index_match_s = time.process_time() - started
+
+    agree = sum((overlap > 0) == (match.task_id is not None) for (_, overlap), match in zip(plain, matches))
+    k = len(texts)
+    print(f"\nn-gram signal vs plain all-pairs loop, {k} exercises (CPU seconds, one process; extrapolated to {n_total}):")
+    print(f"  plain loop end to end : {k / loop_s:,.0f} exercises/s ({loop_s * n_total / k:.1f}s for {n_total})")
+    print(f"  n-gram signal end to end: {k / index_s:,.0f} exercises/s ({index_s * n_total / k:.1f}s for {n_total})")
+    print(f"  speed-up end to end (split + tokenise + hash + match in both): {loop_s / index_s:.1f}x")
+    print(f"  matching only (n-grams / token hashes precomputed): plain {k / loop_match_s:,.0f}/s vs signal "
+          f"{k / index_match_s:,.0f}/s = {loop_match_s / index_match_s:.1f}x")
+    print(f"  same exercises flagged (any shared 13-gram) by both: {agree}/{k}")
+
+
+def clean_corpus(n: int) -> list:
+    """`n` clean library-function exercises; past the ~90k functions installed, the
+    corpus repeats (new ids) so 100k-exercise timings can still be taken."""
+    try:
+        return stdlib_exercises(n, seed=0)
+    except ValueError as exc:
+        print(f"note: {exc}; repeating library functions to reach {n}")
+        base = stdlib_exercises(85_000, seed=0)
+        return [
+            dataclasses.replace(e, exercise_id=f"{e.exercise_id}-{i // len(base)}")
+            for i, e in enumerate(itertools.islice(itertools.cycle(base), n))
+        ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exercises", type=int, default=20000)
+    parser.add_argument("--all-pairs-sample", type=int, default=2000)
+    parser.add_argument("--embed", choices=["local", "double", "none"], default="local")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: usable cores)")
+    parser.add_argument("--no-sweep", action="store_true", help="timings only")
+    args = parser.parse_args()
+
+    problems = load_humaneval()
+    started = time.perf_counter()
+    planted = plant_variants(problems)
+    clean = clean_corpus(args.exercises - len(planted))
+    exercises = planted + clean
+    print(f"corpus: {len(planted)} planted variants ({len(VARIANTS)} per problem) + {len(clean)} clean library "
+          f"functions = {len(exercises)} exercises (built in {time.perf_counter() - started:.1f}s)")
+
+    ids = [e.exercise_id for e in exercises]
+    sources = [exercise_source(e.exercise, e.solution) for e in exercises]
+    started = time.perf_counter()
+    index = BenchmarkIndex([p.task_id for p in problems], [p.source for p in problems])
+    build_s = time.perf_counter() - started
+
+    embed, stack = None, None
+    tmp = tempfile.TemporaryDirectory()
+    if args.embed == "local":
+        embed = hashed_bag_of_words
+    elif args.embed == "double":
+        embed, stack = double_embedder(Path(tmp.name))
+    timings: dict[str, float] = {}
+    cpu_before = cpu_seconds()
+    started = time.perf_counter()
+    rows = index.score(ids, sources, embed=embed, timings=timings, workers=args.workers)
+    total_s = time.perf_counter() - started
+    cpu_after = cpu_seconds()
+    if stack:
+        stack.close()
+    n = len(exercises)
+    self_cpu, children_cpu = (after - before for after, before in zip(cpu_after, cpu_before))
+    workers = args.workers or available_cores()
+    print(f"\nindex build over {len(problems)} problems: {build_s:.2f}s; usable cores: {available_cores()}, "
+          f"workers: {workers}; load average before scoring: {os.getloadavg()[0]:.1f}")
+    print("| stage | seconds | exercises/s | 100k extrapolated (s) |\n|---|---|---|---|")
+    labels = {
+        "prepare": "prepare: split + tokenise + hash tokens, once for n-gram and MinHash (CPU, all workers)",
+        "ngram": "n-gram: roll 13-grams + sorted-array lookup + postings for hits (CPU, all workers)",
+        "minhash": "MinHash: shingles + batched signatures + compare (CPU, all workers)",
+        "ast": "AST: parse + normalise + match rate (CPU, all workers)",
+        "signals_wall": "token + AST signals (wall, workers in parallel)",
+        "embedding": f"embedding ({args.embed}; wall, overlaps the workers)",
+    }
+    for stage, seconds in timings.items():
+        print(f"| {labels.get(stage, stage)} | {seconds:.2f} | {n / max(seconds, 1e-9):,.0f} | {seconds * 100_000 / n:.0f} |")
+    print(f"| **all signals (embed={args.embed}), wall** | {total_s:.2f} | {n / total_s:,.0f} | {total_s * 100_000 / n:.0f} |")
+    print(f"| all signals, CPU (this process {self_cpu:.1f}s + workers {children_cpu:.1f}s) | {self_cpu + children_cpu:.2f} "
+          f"| {n / (self_cpu + children_cpu):,.0f} | {(self_cpu + children_cpu) * 100_000 / n:.0f} |")
+
+    ngram_comparison(index, problems, sources, args.all_pairs_sample, n)
+    if args.no_sweep:
+        tmp.cleanup()
+        return
+
+    print("\nsweep (each signal alone):")
+    print(sweep_table(exercises, rows))
+    defaults = Thresholds()
+    configs = {
+        f"defaults (embedding {'on' if embed else 'off'})": Thresholds(use_embedding=embed is not None),
+        "defaults, embedding off": Thresholds(use_embedding=False),
+        "n-gram only (phi-1: any 13-gram)": Thresholds(minhash_jaccard=2, ast_match_rate=2, use_embedding=False),
+        "ast >= 0.85 + ngram + minhash 0.5": Thresholds(ast_match_rate=0.85, use_embedding=False),
+        "ast >= 0.9 + ngram + minhash 0.5": Thresholds(ast_match_rate=0.9, use_embedding=False),
+        "ast >= 0.7 + ngram + minhash 0.45": Thresholds(ast_match_rate=0.7, minhash_jaccard=0.45, use_embedding=False),
+        "ngram 0.3 (not any) + ast 0.8 + minhash 0.5": Thresholds(max_ngram_overlap=0.3, longest_shared_ngram=40, use_embedding=False),
+    }
+    print("\ncombined rules:")
+    print(combined_table(exercises, rows, configs))
+    print(f"\nper-variant recall at the defaults {defaults}:")
+    print(per_variant_recall(exercises, rows, Thresholds(use_embedding=embed is not None)))
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
