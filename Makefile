@@ -10,11 +10,16 @@ export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 venv: $(VENV)/.installed
 
 # llama-cpp-python compiles from source the first time (~13 minutes on 2 cores);
-# pip's wheel cache makes every later install quick.
+# pip's wheel cache makes every later install quick. It is built for AVX2 rather than
+# `-march=native`: the native build used AMX/AVX-512 kernels that crashed on batched
+# prompts on this workplace's CPUs, and an AVX2 wheel in the cache runs on any x86-64
+# machine from the last decade.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip wheel
-	$(BIN)/pip install --quiet -e '.[test]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
 # Materialize every asset on the embedded defaults: the interpreter's standard library as
