@@ -56,3 +56,10 @@ def test_downstream_assets_automate_and_the_sensor_runs_by_default():
 
 def test_resources_are_the_warehouse_and_the_llm():
     assert set(defs.resources) >= {"warehouse", "llm"}
+
+
+def test_every_step_that_touches_duckdb_queues_in_one_pool():
+    """DuckDB admits one read-write process per file: assets and checks share the pool."""
+    for definition in [*defs.assets, *defs.asset_checks]:
+        pools = {getattr(node, "pool", None) for node in definition.node_def.iterate_op_defs()}
+        assert pools == {"duckdb"}, (definition, pools)
