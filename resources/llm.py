@@ -308,6 +308,12 @@ def backoff_delay(attempt: int, base_s: float, max_s: float) -> float:
 # --------------------------------------------------------------------------- the resource
 
 
+# The bundled server (llama-cpp-python) serves requests one at a time: keep one in
+# flight and one waiting, send embeddings in small batches, and wait long for answers.
+LOCAL_MAX_CONCURRENCY = 2
+LOCAL_EMBED_BATCH_SIZE = 8
+LOCAL_TIMEOUT_S = 900.0
+
 class LLMResource(dg.ConfigurableResource):
     """An OpenAI-compatible LLM endpoint with caching, a cost ledger, a budget and retries.
 
@@ -453,6 +459,17 @@ class LLMSession:
         self.warehouse = warehouse
         self.endpoint = endpoint
         self.model = endpoint.chat_model
+        # The bundled llama.cpp server answers one request at a time: more in flight only
+        # queue inside it and time out (then get resent) while it is still busy, so the
+        # local endpoint gets few workers, small embedding batches and a long timeout.
+        if endpoint.is_local:
+            self.max_concurrency = min(resource.max_concurrency, LOCAL_MAX_CONCURRENCY)
+            self.embed_batch_size = min(resource.embed_batch_size, LOCAL_EMBED_BATCH_SIZE)
+            self.timeout_s = max(resource.timeout_s, LOCAL_TIMEOUT_S)
+        else:
+            self.max_concurrency = resource.max_concurrency
+            self.embed_batch_size = resource.embed_batch_size
+            self.timeout_s = resource.timeout_s
         self.embedding_model = endpoint.embedding_model
         self.log = getattr(context, "log", None) or logger
         self.run_id, self.asset_key, self.partition = _context_ids(context)
@@ -590,10 +607,10 @@ class LLMSession:
             self._client = openai.AsyncOpenAI(
                 api_key=self.endpoint.api_key,
                 base_url=self.endpoint.base_url,
-                timeout=self.resource.timeout_s,
+                timeout=self.timeout_s,
                 max_retries=0,  # retries are ours, so every attempt is counted
                 http_client=openai.DefaultAioHttpClient(
-                    timeout=self.resource.timeout_s,
+                    timeout=self.timeout_s,
                     # keep one warm connection per worker (the SDK keeps 100 alive by default)
                     limits=_httpx.Limits(
                         max_connections=max(100, self.resource.max_concurrency),
@@ -849,7 +866,7 @@ class LLMSession:
                 progress.tick(answered[job.key])
                 self._maybe_flush()
 
-        workers = [asyncio.create_task(worker()) for _ in range(min(self.resource.max_concurrency, len(jobs)))]
+        workers = [asyncio.create_task(worker()) for _ in range(min(self.max_concurrency, len(jobs)))]
         ticker = asyncio.create_task(progress.ticker())
         try:
             await asyncio.gather(*workers)
@@ -1081,7 +1098,7 @@ class LLMSession:
             if todo:
                 client = await self._ensure_client()
                 unique = list(todo)
-                size = self.resource.embed_batch_size
+                size = self.embed_batch_size
                 chunks = [unique[i : i + size] for i in range(0, len(unique), size)]
                 progress = _Progress(self, "embed", len(texts), done=len(texts) - len(unique))
                 queue = iter(chunks)
@@ -1095,7 +1112,7 @@ class LLMSession:
                         progress.done += len(chunk)
                         self._maybe_flush()
 
-                workers = [asyncio.create_task(worker()) for _ in range(min(self.resource.max_concurrency, len(chunks)))]
+                workers = [asyncio.create_task(worker()) for _ in range(min(self.max_concurrency, len(chunks)))]
                 ticker = asyncio.create_task(progress.ticker())
                 try:
                     await asyncio.gather(*workers)
