@@ -471,6 +471,7 @@ class LLMSession:
             self.embed_batch_size = resource.embed_batch_size
             self.timeout_s = resource.timeout_s
         self.embedding_model = endpoint.embedding_model
+        self._host = endpoint.host  # parsed once: the ledger stamps it on every row
         self.log = getattr(context, "log", None) or logger
         self.run_id, self.asset_key, self.partition = _context_ids(context)
         self.totals = _Totals()
@@ -493,8 +494,20 @@ class LLMSession:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="llm-session-loop", daemon=True)
         self._thread.start()
-        with warehouse.connect() as conn:
-            llm_store.ensure_tables(conn)
+        # One DuckDB connection for the whole session: opening the file costs ~20 ms and
+        # closing the last connection (a checkpoint) ~30-60 ms, which made every complete()
+        # call pay ~80 ms even when all its answers were cache hits. While it is open the
+        # asset's own `warehouse.connect()` calls in this process attach to the same
+        # database instance at no cost; the file lock is held by this process anyway for
+        # the duration of each call. Committed rows are in DuckDB's WAL, so durable.
+        self._db_stack = ExitStack()
+        try:
+            self._conn = self._db_stack.enter_context(warehouse.connect())
+            llm_store.ensure_tables(self._conn)
+        except BaseException:
+            self._db_stack.close()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            raise
 
     # ------------------------------------------------------------------ public API
 
@@ -568,6 +581,8 @@ class LLMSession:
         self._thread.join(timeout=30)
         if not self._loop.is_running():
             self._loop.close()
+        self._conn = None
+        self._db_stack.close()
 
     def raise_if_budget_stopped(self) -> None:
         if not self.budget_stopped:
@@ -645,7 +660,7 @@ class LLMSession:
             run_id=self.run_id,
             asset_key=self.asset_key,
             partition=self.partition,
-            endpoint_host=self.endpoint.host,
+            endpoint_host=self._host,
             created_at=llm_store.now(),
         )
         self._ledger_rows.append(row)
@@ -697,7 +712,7 @@ class LLMSession:
         try:
             # cache first: a ledger row never points at an answer that is not stored
             llm_store.insert_rows(conn, llm_store.CACHE_TABLE, llm_store.CACHE_SCHEMA, cache_rows)
-            llm_store.insert_rows(conn, llm_store.CALLS_TABLE, llm_store.CALLS_SCHEMA, ledger_rows)
+            llm_store.insert_rows(conn, llm_store.CALLS_TABLE, llm_store.CALLS_SCHEMA, ledger_rows, ignore_existing=False)
         finally:
             if own_cursor:
                 conn.close()
@@ -714,18 +729,12 @@ class LLMSession:
 
     @asynccontextmanager
     async def _session_connection(self):
-        """One DuckDB connection for the duration of one complete()/embed() call (same
-        process, so the asset's own connections are not blocked); every answer is
-        written before the call returns, even when it fails."""
-        with self.warehouse.connect() as conn:
-            self._conn = conn
-            try:
-                yield conn
-            finally:
-                try:
-                    await self._drain()
-                finally:
-                    self._conn = None
+        """The session's DuckDB connection for one complete()/embed() call; every answer
+        (and its ledger row) is written before the call returns, even when it fails."""
+        try:
+            yield self._conn
+        finally:
+            await self._drain()
 
     # --- budget
 

@@ -130,14 +130,19 @@ def fetch_cached(conn: duckdb.DuckDBPyConnection, keys: Sequence[str]) -> dict[s
     return {key: (text, usage) for key, text, usage in rows}
 
 
-def insert_rows(conn: duckdb.DuckDBPyConnection, table: str, schema: pa.Schema, rows: list[dict]) -> None:
-    """Insert dict rows (missing keys = NULL); rows whose key exists are left alone."""
+def insert_rows(
+    conn: duckdb.DuckDBPyConnection, table: str, schema: pa.Schema, rows: list[dict], ignore_existing: bool = True
+) -> None:
+    """Insert dict rows (missing keys = NULL); rows whose key exists are left alone.
+    `ignore_existing=False` is for rows whose keys are fresh by construction (the ledger's
+    uuid4 call ids): a plain INSERT skips the conflict check, about half the cost."""
     if not rows:
         return
     arrow = pa.Table.from_pylist(rows, schema=schema)
+    verb = "INSERT OR IGNORE" if ignore_existing else "INSERT"
     conn.register("_incoming_llm_rows", arrow)
     try:
-        conn.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM _incoming_llm_rows")
+        conn.execute(f"{verb} INTO {table} BY NAME SELECT * FROM _incoming_llm_rows")
     finally:
         conn.unregister("_incoming_llm_rows")
 

@@ -114,6 +114,23 @@ def test_second_session_is_served_from_cache_with_zero_http_calls(server, wareho
     assert hits.height == 8 and hits["cost_usd"].sum() == 0 and hits["saved_usd"].sum() > 0
 
 
+def test_answers_and_ledger_rows_are_committed_before_each_call_returns(server, warehouse):
+    """The session keeps one DuckDB connection open; each call's rows must still be
+    committed (visible to a fresh connection) before the call returns, not at close."""
+    llm = make_llm(server)
+    with llm.session(None, warehouse) as session:
+        first = session.complete([ask(i) for i in range(3)])
+        cache = warehouse.query("SELECT cache_key, response_text FROM llm_cache")
+        assert dict(zip(cache["cache_key"], cache["response_text"])) == {r.cache_key: r.text for r in first}
+        assert ledger(warehouse)["cache_hit"].to_list() == [False] * 3
+        again = session.complete([ask(0), ask(1)])
+        calls = ledger(warehouse)
+        assert [r.cache_hit for r in again] == [True, True]
+        assert calls.height == 5 and calls["call_id"].n_unique() == 5
+        assert calls.filter(calls["cache_hit"])["cache_key"].sort().to_list() == sorted(r.cache_key for r in again)
+    assert len(server.chat_requests) == 3
+
+
 def test_resume_after_crash_never_pays_twice(server, warehouse):
     llm = make_llm(server)
     requests = [ask(i) for i in range(6)]
