@@ -297,3 +297,16 @@ def test_quality_classifier_single_class_fails_naming_the_setting(warehouse, tmp
     # the graded scores (all 4) and how each threshold would split them
     assert "4 -> 12 positive / 0 negative; 5 -> 0 positive / 12 negative" in error
     assert not (tmp_path / "m").exists()
+
+
+def _cv_folds(name: str, f1s: list[float]) -> CVResult:
+    folds = [{"precision": f, "recall": f, "f1": f, "roc_auc": f} for f in f1s]
+    return CVResult(name=name, folds=folds, out_of_fold=np.zeros(1), labels=np.zeros(1, dtype=bool))
+
+
+def test_feature_set_rule_needs_a_gain_larger_than_the_cv_noise():
+    hashed = _cv_folds(HASHED_NGRAMS, [0.6, 0.7, 0.8])
+    noisy_gain = _cv_folds(EMBEDDINGS, [0.9, 0.5, 0.9])  # +0.067 on average, fold diffs +0.3 / -0.2 / +0.1
+    steady_gain = _cv_folds(EMBEDDINGS, [0.7, 0.8, 0.9])  # +0.1 in every fold
+    assert choose_feature_set({HASHED_NGRAMS: hashed, EMBEDDINGS: noisy_gain}, 0.01) == HASHED_NGRAMS
+    assert choose_feature_set({HASHED_NGRAMS: hashed, EMBEDDINGS: steady_gain}, 0.01) == EMBEDDINGS
