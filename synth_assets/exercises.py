@@ -17,6 +17,7 @@ exactly one top-level function with the planned name and a docstring.
 
 import ast
 import json
+import math
 import re
 import textwrap
 from collections import Counter
@@ -319,8 +320,10 @@ def code_exercises(
         )
         for plan in plans
     ]
+    # The wall clock is the limit users set; RLIMIT_CPU is only a backstop one second
+    # behind it, so a busy loop is reported as "timeout" rather than racing SIGXCPU.
     limits = SandboxLimits(
-        timeout_s=config.sandbox_timeout_s, cpu_s=max(1, int(config.sandbox_timeout_s)),
+        timeout_s=config.sandbox_timeout_s, cpu_s=math.ceil(config.sandbox_timeout_s) + 1,
         memory_mb=config.sandbox_memory_mb,
     )
     with llm.session(context, warehouse) as session:
