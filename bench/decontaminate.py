@@ -28,6 +28,7 @@ import dataclasses
 import itertools
 import os
 import sys
+import statistics
 import tempfile
 import time
 from collections import defaultdict
@@ -41,14 +42,13 @@ from synth_assets.benchmarks import load_humaneval  # noqa: E402
 from synth_assets.similarity import (  # noqa: E402
     BenchmarkIndex,
     CodeDocument,
+    NgramBatch,
     Thresholds,
-    TokenStreams,
     all_pairs_ngram_overlap,
     available_cores,
     exercise_source,
     hashed_bag_of_words,
     plain_ngram_set,
-    stream_hashes,
     verdict,
 )
 from tests.contamination_variants import VARIANTS, plant_variants, stdlib_exercises  # noqa: E402
@@ -146,46 +146,54 @@ def cpu_seconds() -> tuple[float, float]:
     return times.user + times.system, times.children_user + times.children_system
 
 
-def ngram_comparison(index: BenchmarkIndex, problems, sources: list[str], sample: int, n_total: int) -> None:
-    """The n-gram signal against the plain all-pairs Python loop on the same exercises.
+def ngram_comparison(
+    index: BenchmarkIndex, problems, sources: list[str], sample: int, n_total: int, repeats: int = 5
+) -> None:
+    """The n-gram signal against the plain all-pairs Python loop on the same exercises,
+    alternated `repeats` times; medians of CPU seconds and of the per-repeat ratios.
 
-    Plain loop, end to end: split docstring/code, tokenise, build each exercise's 13-gram
-    set (tuple hashing) and intersect it with every one of the 164 problems' sets (built
-    beforehand, as an index is). Signal, end to end: split, tokenise, hash tokens, roll
-    n-grams in numpy and look them up (`NgramIndex.query_batch`), postings walk for hits.
-    Matching only: both start from precomputed n-grams / token hashes."""
+    Plain loop, end to end: split docstring/code, tokenise (the same tokens, by regex),
+    build each exercise's 13-gram set (tuple hashing) and intersect it with every one of
+    the 164 problems' sets (built beforehand, as an index is). Signal, end to end: split,
+    then `NgramIndex.query_batch`: tokenise and hash the whole batch in numpy, roll
+    13-grams, bitmap + sorted-array lookup, hits expanded and scored in numpy. Matching
+    only: both start from precomputed n-grams."""
     rng = np.random.default_rng(0)
     picked = sorted(rng.choice(len(sources), size=min(sample, len(sources)), replace=False).tolist())
     texts = [sources[i] for i in picked]
     n = index.config.ngram.n
     problem_sets = [plain_ngram_set(CodeDocument.from_source(p.task_id, p.source), n) for p in problems]
-
-    started = time.process_time()
-    plain = [all_pairs_ngram_overlap(plain_ngram_set(CodeDocument.from_source("", text), n), problem_sets) for text in texts]
-    loop_s = time.process_time() - started
-
-    started = time.process_time()
-    hashed = [stream_hashes(TokenStreams.from_document(CodeDocument.from_source("", text))) for text in texts]
-    matches = index.ngrams.query_batch(hashed)
-    index_s = time.process_time() - started
-
     gram_sets = [plain_ngram_set(CodeDocument.from_source("", text), n) for text in texts]
-    started = time.process_time()
-    for gram_set in gram_sets:
-        all_pairs_ngram_overlap(gram_set, problem_sets)
-    loop_match_s = time.process_time() - started
-    started = time.process_time()
-    index.ngrams.query_batch(hashed)
-    index_match_s = time.process_time() - started
+    batch = NgramBatch.of_documents([CodeDocument.from_source("", text) for text in texts], index.config.ngram)
+
+    def timed(function):
+        started = time.process_time()
+        result = function()
+        return time.process_time() - started, result
+
+    runs = []
+    for _ in range(repeats):
+        loop_s, plain = timed(lambda: [
+            all_pairs_ngram_overlap(plain_ngram_set(CodeDocument.from_source("", text), n), problem_sets) for text in texts
+        ])
+        index_s, matches = timed(lambda: index.ngrams.query_batch([CodeDocument.from_source("", text) for text in texts]))
+        loop_match_s, _ = timed(lambda: [all_pairs_ngram_overlap(gram_set, problem_sets) for gram_set in gram_sets])
+        index_match_s, _ = timed(lambda: index.ngrams.match(batch))
+        runs.append((loop_s, index_s, loop_match_s, index_match_s))
+    loop_s, index_s, loop_match_s, index_match_s = (statistics.median(column) for column in zip(*runs))
+    end_to_end = [run[0] / run[1] for run in runs]
+    matching = [run[2] / run[3] for run in runs]
 
     agree = sum((overlap > 0) == (match.task_id is not None) for (_, overlap), match in zip(plain, matches))
     k = len(texts)
-    print(f"\nn-gram signal vs plain all-pairs loop, {k} exercises (CPU seconds, one process; extrapolated to {n_total}):")
-    print(f"  plain loop end to end : {k / loop_s:,.0f} exercises/s ({loop_s * n_total / k:.1f}s for {n_total})")
+    print(f"\nn-gram signal vs plain all-pairs loop, {k} exercises, {repeats} alternated repeats "
+          f"(median CPU seconds, one process; extrapolated to {n_total}):")
+    print(f"  plain loop end to end  : {k / loop_s:,.0f} exercises/s ({loop_s * n_total / k:.1f}s for {n_total})")
     print(f"  n-gram signal end to end: {k / index_s:,.0f} exercises/s ({index_s * n_total / k:.1f}s for {n_total})")
-    print(f"  speed-up end to end (split + tokenise + hash + match in both): {loop_s / index_s:.1f}x")
-    print(f"  matching only (n-grams / token hashes precomputed): plain {k / loop_match_s:,.0f}/s vs signal "
-          f"{k / index_match_s:,.0f}/s = {loop_match_s / index_match_s:.1f}x")
+    print(f"  speed-up end to end (split + tokenise + hash + match in both): median {statistics.median(end_to_end):.1f}x "
+          f"(range {min(end_to_end):.1f}-{max(end_to_end):.1f}x)")
+    print(f"  matching only (n-grams precomputed): plain {k / loop_match_s:,.0f}/s vs signal {k / index_match_s:,.0f}/s "
+          f"= median {statistics.median(matching):.1f}x")
     print(f"  same exercises flagged (any shared 13-gram) by both: {agree}/{k}")
 
 
@@ -247,9 +255,9 @@ def main() -> None:
           f"workers: {workers}; load average before scoring: {os.getloadavg()[0]:.1f}")
     print("| stage | seconds | exercises/s | 100k extrapolated (s) |\n|---|---|---|---|")
     labels = {
-        "prepare": "prepare: split + tokenise + hash tokens, once for n-gram and MinHash (CPU, all workers)",
-        "ngram": "n-gram: roll 13-grams + sorted-array lookup + postings for hits (CPU, all workers)",
-        "minhash": "MinHash: shingles + batched signatures + compare (CPU, all workers)",
+        "split": "split docstring / code, once for every signal (CPU, all workers)",
+        "ngram": "n-gram: batch tokenise + hash in numpy, roll 13-grams, bitmap + sorted-array lookup, hits scored in numpy (CPU, all workers)",
+        "minhash": "MinHash: regex tokens + normalise + shingles + batched signatures + compare (CPU, all workers)",
         "ast": "AST: parse + normalise + match rate (CPU, all workers)",
         "signals_wall": "token + AST signals (wall, workers in parallel)",
         "embedding": f"embedding ({args.embed}; wall, overlaps the workers)",

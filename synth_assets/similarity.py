@@ -2,14 +2,13 @@
 
 Plain functions and small index classes; `synth_assets/decontaminate.py` wires them into
 assets and `bench/decontaminate.py` times them. Every index is built once over the
-benchmark (164 HumanEval problems), and each exercise is split and tokenised once; its
-token hashes feed both the n-gram and the MinHash signal:
+benchmark (164 HumanEval problems), and each exercise is split into docstring and code once:
 
 1. n-gram overlap      phi-1 section 5.1: 13-grams of the docstring words and of the code
-                       tokens, rolled in numpy over the token hashes of a whole batch and
-                       looked up in the sorted benchmark n-grams; exercises with a hit walk
-                       an inverted index n-gram -> (task, position) for the overlap and the
-                       longest shared run of tokens.
+                       tokens. A whole batch is tokenised and hashed in numpy over its bytes,
+                       rolled into 13-gram hashes, filtered by a bitmap and confirmed in the
+                       sorted benchmark n-grams; hits are expanded into their benchmark
+                       occurrences and scored in numpy (overlap, longest shared run).
 2. MinHash Jaccard     datasketch's affine32 MinHash over shingles of identifier/literal-
                        normalised code tokens, computed for a batch in numpy; signatures
                        compared against all problems as one numpy op.
@@ -45,7 +44,7 @@ from datasketch import MinHash
 # Documents: what a signal sees of an exercise or a benchmark problem
 # ---------------------------------------------------------------------------------------
 
-_TRIPLE_QUOTED = re.compile(r'(?s)[rRbBuU]{0,2}("""|\'\'\')(.*?)\1')
+_STRING_PREFIX = "rRbBuU"
 _COMMENT = re.compile(r"#[^\n]*")
 
 
@@ -56,20 +55,38 @@ class CodeDocument:
     key: str
     source: str
     docstring: str  # every triple-quoted string, joined
-    code: str  # the source with docstrings and comments removed
+    code: str  # the source with docstrings (and their r/b/u prefixes) and comments removed
 
     @classmethod
     def from_source(cls, key: str, source: str) -> CodeDocument:
-        # one scan finds the docstrings and cuts them out of the code
+        # One left-to-right scan with `str.find`: the next opening triple quote of either
+        # kind, then its closer; cut it out. An opener without a closer is skipped (the scan
+        # goes on one character later), as a regex scan would.
         docstrings: list[str] = []
         pieces: list[str] = []
-        last = 0
-        for match in _TRIPLE_QUOTED.finditer(source):
-            docstrings.append(match.group(2))
-            pieces.append(source[last : match.start()])
-            last = match.end()
+        last = position = 0
+        find = source.find
+        double, single = find('"""'), find("\'\'\'")
+        while double >= 0 or single >= 0:
+            start, quote = (double, '"""') if single < 0 or 0 <= double < single else (single, "\'\'\'")
+            end = find(quote, start + 3)
+            if end < 0:
+                position = start + 1
+            else:
+                docstrings.append(source[start + 3 : end])
+                prefix = 0
+                while prefix < 2 and start - prefix > last and source[start - prefix - 1] in _STRING_PREFIX:
+                    prefix += 1
+                pieces.append(source[last : start - prefix])
+                last = position = end + 3
+            if double < position:
+                double = find('"""', position)
+            if single < position:
+                single = find("\'\'\'", position)
         pieces.append(source[last:])
-        code = _COMMENT.sub("", "".join(pieces))
+        code = "".join(pieces)
+        if "#" in code:
+            code = _COMMENT.sub("", code)
         return cls(key=key, source=source, docstring="\n".join(docstrings), code=code)
 
 
@@ -164,27 +181,19 @@ def code_tokens(code: str, normalise_identifiers: bool = False, normalise_litera
 
 @dataclass(frozen=True)
 class TokenStreams:
-    """What the token signals need from one source, from one regex pass over its code:
-    docstring words and lowercased code tokens. The n-gram signal hashes the tokens as
-    they are (or with identifiers normalised, if configured); MinHash shingles hash their
-    identifier/literal-normalised forms (`normalised_hashes`)."""
+    """The MinHash signal's view of one source: its lowercased code tokens (regex), whose
+    identifier/literal-normalised forms are shingled (`normalised_hashes`). The n-gram
+    signal tokenises differently, a whole batch at once in numpy (`batch_token_hashes`)."""
 
-    words: list[str]
     code: list[str]
-    normalise_identifiers: bool = False  # for the n-gram code stream (NgramConfig)
 
     @classmethod
-    def from_document(cls, doc: CodeDocument, normalise_identifiers: bool = False) -> TokenStreams:
-        return cls(word_tokens(doc.docstring), raw_code_tokens(doc.code), normalise_identifiers)
+    def from_document(cls, doc: CodeDocument) -> TokenStreams:
+        return cls(raw_code_tokens(doc.code))
 
     @property
     def normalised(self) -> list[str]:
         return [normalise_token(token) for token in self.code]
-
-    def ngram_code(self) -> list[str]:
-        if self.normalise_identifiers:
-            return [normalise_token(token, True, False) for token in self.code]
-        return self.code
 
     def normalised_hashes(self) -> np.ndarray:
         """Token hashes of the identifier/literal-normalised code (MinHash's input)."""
@@ -234,18 +243,130 @@ def rolling_hashes(hashes: np.ndarray, n: int) -> np.ndarray:
     return rolled
 
 
-def batched_rolling_hashes(streams: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """`rolling_hashes` of many streams at once: the streams are concatenated, rolled in
-    n numpy passes, and windows that cross a stream boundary are dropped. Returns
-    (window hashes, index of the stream each came from), in stream order."""
-    lengths = np.fromiter((len(stream) for stream in streams), dtype=np.int64, count=len(streams))
-    if not len(streams) or lengths.sum() < n:
-        return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
-    rolled = rolling_hashes(np.concatenate(streams).astype(np.uint64, copy=False), n)
-    owner = np.repeat(np.arange(len(streams)), lengths)[: len(rolled)]
+def windows_of(flat: np.ndarray, lengths: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The n-token window hashes of streams laid end to end in `flat` (`lengths` tokens
+    each): rolled in n numpy passes over the whole array, then windows that cross a
+    stream boundary are dropped. Returns (window hashes, stream index of each, position
+    of each in its stream)."""
+    if not len(lengths) or lengths.sum() < n:
+        return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    rolled = rolling_hashes(flat, n)
+    owner = np.repeat(np.arange(len(lengths)), lengths)[: len(rolled)]
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    valid = np.arange(len(rolled)) - starts[owner] <= lengths[owner] - n
-    return rolled[valid], owner[valid]
+    position = np.arange(len(rolled)) - starts[owner]
+    valid = position <= lengths[owner] - n
+    return rolled[valid], owner[valid], position[valid]
+
+
+# The n-gram signal's tokenizer works on the bytes of a whole batch of lowercased texts at
+# once, in numpy, so no Python code runs per token. Word bytes ([0-9a-z_] and every byte of
+# a non-ASCII character) form runs that are one token each; every other printable ASCII byte
+# (operators, brackets, quotes) is a token of its own; whitespace and control bytes separate
+# tokens. `ngram_tokens` is the same tokenizer as a plain regex (tests and the bench's loop).
+_SEPARATOR, _WORD_BYTE, _SYMBOL_BYTE = 0, 1, 2
+_BYTE_CLASS = np.full(256, _SYMBOL_BYTE, dtype=np.int8)
+_BYTE_CLASS[:33] = _SEPARATOR
+_BYTE_CLASS[128:] = _WORD_BYTE
+for _char in "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_":
+    _BYTE_CLASS[ord(_char)] = _WORD_BYTE
+_IS_DIGIT = np.zeros(256, dtype=bool)
+_IS_DIGIT[ord("0") : ord("9") + 1] = True
+_NGRAM_WORD = r"[0-9A-Za-z_\x80-\U0010ffff]+"
+_NGRAM_TOKEN = re.compile(_NGRAM_WORD + r"|[\x21-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]")
+_NGRAM_WORDS = re.compile(_NGRAM_WORD)
+# Token hash: a polynomial hash of the token's bytes (computed for all tokens at once from
+# prefix sums, wrapping uint64 arithmetic, odd base so it is invertible), mixed with the
+# token length and the stream's seed, then murmur3's fmix64 finaliser.
+_BYTE_BASE = 0x100000001B3
+_BASE_POWERS: list[np.ndarray] = [np.ones(1, dtype=np.uint64), np.ones(1, dtype=np.uint64)]
+
+
+def ngram_tokens(text: str, words_only: bool = False) -> list[str]:
+    """The n-gram tokens of one text, in plain Python (same tokens `batch_token_hashes`
+    hashes): word runs and single symbols of the lowercased text; docstrings keep words only."""
+    return (_NGRAM_WORDS if words_only else _NGRAM_TOKEN).findall(text.lower())
+
+
+def _base_powers(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """base**i and base**-i (mod 2**64) for i < size, grown and kept per process."""
+    if len(_BASE_POWERS[0]) < size:
+        size = max(size, 2 * len(_BASE_POWERS[0]))
+        powers = []
+        for base in (_BYTE_BASE, pow(_BYTE_BASE, -1, 1 << 64)):
+            table = np.empty(size, dtype=np.uint64)
+            table[0] = 1
+            with np.errstate(over="ignore"):
+                np.cumprod(np.full(size - 1, base, dtype=np.uint64), out=table[1:])
+            powers.append(table)
+        _BASE_POWERS[:] = powers
+    return _BASE_POWERS[0], _BASE_POWERS[1]
+
+
+def _fmix64(values: np.ndarray) -> np.ndarray:
+    values ^= values >> np.uint64(33)
+    values *= np.uint64(0xFF51AFD7ED558CCD)
+    values ^= values >> np.uint64(33)
+    values *= np.uint64(0xC4CEB9FE1A85EC53)
+    values ^= values >> np.uint64(33)
+    return values
+
+
+def batch_token_hashes(
+    texts: Sequence[str], seed: int, words_only: bool = False, normalise_identifiers: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """uint64 hashes of the `ngram_tokens` of many texts, laid end to end, and each text's
+    token count. With `normalise_identifiers`, word tokens that start with a letter or `_`
+    and are not a builtin, keyword or common module name hash as `id`."""
+    counts = np.zeros(len(texts), dtype=np.int64)
+    joined_text = "\n".join(texts)
+    ascii_only = joined_text.isascii()
+    joined = joined_text.lower().encode("utf-8", "surrogatepass")
+    if not joined:
+        return np.empty(0, dtype=np.uint64), counts
+    data = np.frombuffer(joined, dtype=np.uint8)
+    size = len(data)
+    kind = _BYTE_CLASS[data]
+    word = kind == _WORD_BYTE
+    word_before = np.zeros(size, dtype=bool)
+    word_before[1:] = word[:-1]
+    word_after = np.zeros(size, dtype=bool)
+    word_after[:-1] = word[1:]
+    symbol = kind == _SYMBOL_BYTE
+    word_start = word & ~word_before
+    if words_only:
+        starts, ends = np.flatnonzero(word_start), np.flatnonzero(word & ~word_after) + 1
+    else:
+        starts = np.flatnonzero(word_start | symbol)
+        ends = np.flatnonzero((word & ~word_after) | symbol) + 1
+    powers, inverse = _base_powers(size + 1)
+    prefix = np.zeros(size + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        np.cumsum((data + np.uint64(1)) * powers[:size], out=prefix[1:])
+        lengths = (ends - starts).astype(np.uint64)
+        hashes = _fmix64((prefix[ends] - prefix[starts]) * inverse[starts] ^ (lengths << np.uint64(48)) ^ np.uint64(seed))
+    if normalise_identifiers and len(hashes):
+        identifier = word[starts] & ~_IS_DIGIT[data[starts]] & ~np.isin(hashes, _kept_name_hashes(seed))
+        hashes[identifier] = _identifier_hash(seed)
+    # each text's byte span (texts were joined with one separator byte each)
+    if ascii_only:
+        byte_lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    else:
+        byte_lengths = np.fromiter(
+            (len(text.lower().encode("utf-8", "surrogatepass")) for text in texts), dtype=np.int64, count=len(texts)
+        )
+    boundaries = np.concatenate(([0], np.cumsum(byte_lengths + 1)))
+    counts[:] = np.diff(np.searchsorted(starts, boundaries))
+    return hashes, counts
+
+
+@lru_cache(maxsize=8)
+def _kept_name_hashes(seed: int) -> np.ndarray:
+    return np.unique(batch_token_hashes(sorted(_KEEP_LOWER), seed, words_only=True)[0])
+
+
+@lru_cache(maxsize=8)
+def _identifier_hash(seed: int) -> np.uint64:
+    return batch_token_hashes(["id"], seed, words_only=True)[0][0]
 
 
 # ---------------------------------------------------------------------------------------
@@ -272,103 +393,162 @@ class NgramMatch:
 NO_NGRAM_MATCH = NgramMatch(None, 0.0, 0)
 
 
-def document_ngram_streams(doc: CodeDocument, config: NgramConfig) -> list[list[str]]:
-    """The token streams n-grams are taken from: docstring words and code tokens (an
-    n-gram never crosses from one stream into the other)."""
-    streams = TokenStreams.from_document(doc, config.normalise_identifiers)
-    return [streams.words, streams.ngram_code()]
+@dataclass(frozen=True)
+class NgramBatch:
+    """The n-grams of a batch of documents, per stream (0 = docstring words, 1 = code
+    tokens; an n-gram never crosses from one stream or document into another): every
+    window hash in document order, the document it came from and its position there."""
 
+    size: int
+    grams: tuple[np.ndarray, np.ndarray]
+    owners: tuple[np.ndarray, np.ndarray]
+    positions: tuple[np.ndarray, np.ndarray]
 
-def stream_hashes(streams: TokenStreams) -> list[np.ndarray]:
-    """Token hashes of the two n-gram streams (docstring, code)."""
-    return [token_hashes(streams.words, _DOCSTRING_SEED), token_hashes(streams.ngram_code(), _CODE_SEED)]
+    @classmethod
+    def of_documents(cls, docs: Sequence[CodeDocument], config: NgramConfig) -> NgramBatch:
+        words, word_counts = batch_token_hashes([d.docstring for d in docs], _DOCSTRING_SEED, words_only=True)
+        code, code_counts = batch_token_hashes(
+            [d.code for d in docs], _CODE_SEED, normalise_identifiers=config.normalise_identifiers
+        )
+        streams = (windows_of(words, word_counts, config.n), windows_of(code, code_counts, config.n))
+        return cls(len(docs), *(tuple(parts) for parts in zip(*streams)))
 
-
-def ngram_hashes(tokens: Sequence[str], n: int, seed: int = _CODE_SEED) -> list[int]:
-    """Hash of every n-gram in order (empty when fewer than n tokens)."""
-    return rolling_hashes(token_hashes(tokens, seed), n).tolist()
+    def document(self, index: int) -> list[np.ndarray]:
+        """One document's n-gram hashes, per stream, in order."""
+        return [grams[np.searchsorted(owners, index) : np.searchsorted(owners, index + 1)]
+                for grams, owners in zip(self.grams, self.owners)]
 
 
 class NgramIndex:
-    """Inverted index n-gram hash -> [(problem index, stream, position)] over the
-    benchmark, built once, plus the sorted array of every benchmark n-gram hash.
+    """The benchmark's n-grams, built once: every distinct n-gram hash sorted, with its
+    occurrences (problem, stream, position) as CSR arrays, and a bitmap of the hashes' low
+    bits that rejects most exercise n-grams with one gather.
 
-    Scoring a batch: the n-grams of all exercises are rolled in a few numpy passes over
-    the concatenated token hashes and looked up in the sorted array with one
-    `searchsorted`; only the (rare) exercises that share an n-gram walk the postings to
-    get overlap and longest shared run. The overlap with a problem is the larger of its
-    docstring overlap and its code overlap (shared distinct n-grams / the problem's
-    distinct n-grams in that stream), so a copied docstring over rewritten code, or
-    copied code under a reworded docstring, still scores high."""
+    Matching a batch (`match`) is numpy from end to end: the batch's n-grams pass the
+    bitmap, survivors are confirmed with `searchsorted`, and each hit is expanded into its
+    benchmark occurrences. From those rows, per (exercise, problem): the overlap is the
+    larger of the docstring and the code overlap (shared distinct n-grams / the problem's
+    distinct n-grams in that stream), so a copied docstring over rewritten code, or copied
+    code under a reworded docstring, still scores high; the longest shared run is the
+    longest chain of consecutive exercise positions on one diagonal (problem position -
+    exercise position) of one stream."""
+
+    bitmap_bits = 22
 
     def __init__(self, task_ids: Sequence[str], docs: Sequence[CodeDocument], config: NgramConfig = NgramConfig()):
         self.config = config
         self.task_ids = list(task_ids)
-        self.postings: dict[int, list[tuple[int, int, int]]] = {}
+        batch = NgramBatch.of_documents(docs, config)
+        grams = np.concatenate(batch.grams)
+        problem = np.concatenate(batch.owners)
+        stream = np.concatenate([np.full(len(g), index, dtype=np.int64) for index, g in enumerate(batch.grams)])
+        position = np.concatenate(batch.positions)
+        order = np.lexsort((position, stream, problem, grams))
+        self.sorted_grams, first = np.unique(grams[order], return_index=True)
+        self.offsets = np.append(first, len(order))
+        self.occurrence_problem = problem[order]
+        self.occurrence_stream = stream[order]
+        self.occurrence_position = position[order]
         self.distinct_counts = np.zeros((len(docs), 2), dtype=np.int64)
-        for problem_index, doc in enumerate(docs):
-            for stream_index, stream in enumerate(self.grams(doc)):
-                for position, gram in enumerate(stream):
-                    self.postings.setdefault(gram, []).append((problem_index, stream_index, position))
-                self.distinct_counts[problem_index, stream_index] = len(set(stream))
-        self.sorted_grams = np.array(sorted(self.postings), dtype=np.uint64)
+        distinct_pairs = np.unique(np.stack([problem * 2 + stream, grams.view(np.int64)]), axis=1)[0]
+        np.add.at(self.distinct_counts.reshape(-1), distinct_pairs, 1)
+        self.bitmap = np.zeros(1 << self.bitmap_bits, dtype=bool)
+        self.bitmap[self.sorted_grams & np.uint64((1 << self.bitmap_bits) - 1)] = True
 
     def grams(self, doc: CodeDocument) -> list[list[int]]:
-        streams = TokenStreams.from_document(doc, self.config.normalise_identifiers)
-        return [rolling_hashes(hashes, self.config.n).tolist() for hashes in stream_hashes(streams)]
+        return [stream.tolist() for stream in NgramBatch.of_documents([doc], self.config).document(0)]
+
+    def lookup(self, grams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(indices into `grams` that occur in the benchmark, their index in `sorted_grams`)."""
+        if not len(self.sorted_grams) or not len(grams):
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        candidates = np.flatnonzero(self.bitmap[grams & np.uint64((1 << self.bitmap_bits) - 1)])
+        where = np.searchsorted(self.sorted_grams, grams[candidates])
+        where[where == len(self.sorted_grams)] = 0
+        found = self.sorted_grams[where] == grams[candidates]
+        return candidates[found], where[found]
 
     def contains(self, grams: np.ndarray) -> np.ndarray:
         """Boolean mask: which of these n-gram hashes occur anywhere in the benchmark."""
-        if not len(self.sorted_grams) or not len(grams):
-            return np.zeros(len(grams), dtype=bool)
-        positions = np.searchsorted(self.sorted_grams, grams)
-        positions[positions == len(self.sorted_grams)] = 0
-        return self.sorted_grams[positions] == grams
+        mask = np.zeros(len(grams), dtype=bool)
+        mask[self.lookup(grams)[0]] = True
+        return mask
 
     def query(self, doc: CodeDocument) -> NgramMatch:
-        return self.query_grams(self.grams(doc))
+        return self.query_batch([doc])[0]
 
-    def query_batch(self, hashed_streams: Sequence[Sequence[np.ndarray]]) -> list[NgramMatch]:
-        """Matches for many exercises, each given as its (docstring, code) token-hash
-        arrays (`stream_hashes`)."""
-        flat = [stream for streams in hashed_streams for stream in streams]
-        grams, owner = batched_rolling_hashes(flat, self.config.n)
-        hit_streams = np.unique(owner[self.contains(grams)])
-        matches = [NO_NGRAM_MATCH] * len(hashed_streams)
-        for exercise in np.unique(hit_streams // 2).tolist():
-            streams = hashed_streams[exercise]
-            matches[exercise] = self.query_grams([rolling_hashes(s, self.config.n).tolist() for s in streams])
+    def query_batch(self, docs: Sequence[CodeDocument]) -> list[NgramMatch]:
+        """Matches for many documents at once."""
+        return self.match(NgramBatch.of_documents(docs, self.config))
+
+    def match(self, batch: NgramBatch) -> list[NgramMatch]:
+        """The best-matching problem of every document in the batch (see the class)."""
+        rows = self._occurrence_rows(batch)
+        matches = [NO_NGRAM_MATCH] * batch.size
+        if rows is None:
+            return matches
+        exercise, problem, problem_stream, exercise_stream, gram, position, problem_position = rows
+        problems = len(self.task_ids)
+        pair = exercise * problems + problem  # (exercise, problem), dense enough for int64
+
+        # overlap: distinct shared n-grams per (pair, problem stream) / the problem's distinct count
+        key = pair * 2 + problem_stream
+        order = np.lexsort((gram, key))
+        key_sorted, gram_sorted = key[order], gram[order]
+        new_gram = np.ones(len(order), dtype=bool)
+        new_gram[1:] = (key_sorted[1:] != key_sorted[:-1]) | (gram_sorted[1:] != gram_sorted[:-1])
+        keys, shared = np.unique(key_sorted[new_gram], return_counts=True)
+        fraction = shared / np.maximum(self.distinct_counts.reshape(-1)[keys % (problems * 2)], 1)
+        pairs = keys // 2
+        pair_ids, pair_index = np.unique(pairs, return_inverse=True)
+        overlap = np.zeros(len(pair_ids))
+        np.maximum.at(overlap, pair_index, fraction)
+
+        # longest run: consecutive exercise positions on one diagonal of one stream pairing
+        diagonal = problem_position - position
+        run_key = (key * 2 + exercise_stream)
+        order = np.lexsort((position, diagonal, run_key))
+        run_key, diagonal, position = run_key[order], diagonal[order], position[order]
+        starts_run = np.ones(len(order), dtype=bool)
+        starts_run[1:] = (run_key[1:] != run_key[:-1]) | (diagonal[1:] != diagonal[:-1]) | (position[1:] != position[:-1] + 1)
+        run_id = np.cumsum(starts_run) - 1
+        run_length = np.bincount(run_id)
+        run_pair = np.searchsorted(pair_ids, run_key[starts_run] // 4)
+        longest = np.zeros(len(pair_ids), dtype=np.int64)
+        np.maximum.at(longest, run_pair, run_length)
+
+        # best problem per exercise: highest overlap, then longest run, then lowest index
+        pair_exercise, pair_problem = pair_ids // problems, pair_ids % problems
+        order = np.lexsort((pair_problem, -longest, -overlap, pair_exercise))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = pair_exercise[order][1:] != pair_exercise[order][:-1]
+        n = self.config.n
+        for best in order[first].tolist():
+            matches[int(pair_exercise[best])] = NgramMatch(
+                self.task_ids[int(pair_problem[best])], float(overlap[best]), int(longest[best]) + n - 1
+            )
         return matches
 
-    def query_grams(self, stream_grams_list: Sequence[Sequence[int]]) -> NgramMatch:
-        """The postings walk for one exercise's n-gram hashes (per stream, in order)."""
-        n = self.config.n
-        shared: dict[tuple[int, int], set[int]] = {}
-        longest: dict[int, int] = {}
-        postings = self.postings
-        for stream_grams in stream_grams_list:
-            previous_runs: dict[tuple[int, int, int], int] = {}
-            for gram in stream_grams:
-                hits = postings.get(gram)
-                if not hits:
-                    previous_runs = {}
-                    continue
-                runs: dict[tuple[int, int, int], int] = {}
-                for problem_index, stream_index, position in hits:
-                    shared.setdefault((problem_index, stream_index), set()).add(gram)
-                    run = previous_runs.get((problem_index, stream_index, position - 1), 0) + 1
-                    runs[(problem_index, stream_index, position)] = run
-                    if run > longest.get(problem_index, 0):
-                        longest[problem_index] = run
-                previous_runs = runs
-        if not shared:
-            return NO_NGRAM_MATCH
-        overlaps: dict[int, float] = {}
-        for (problem_index, stream_index), grams in shared.items():
-            fraction = len(grams) / max(int(self.distinct_counts[problem_index, stream_index]), 1)
-            overlaps[problem_index] = max(overlaps.get(problem_index, 0.0), fraction)
-        best = max(overlaps, key=lambda index: (overlaps[index], longest[index], -index))
-        return NgramMatch(self.task_ids[best], float(overlaps[best]), longest[best] + n - 1)
+    def _occurrence_rows(self, batch: NgramBatch) -> tuple[np.ndarray, ...] | None:
+        """One row per (batch n-gram, benchmark occurrence of it): exercise, problem,
+        problem stream, exercise stream, n-gram hash, exercise position, problem position."""
+        parts: list[tuple[np.ndarray, ...]] = []
+        for stream_index, (grams, owners, positions) in enumerate(zip(batch.grams, batch.owners, batch.positions)):
+            hit, where = self.lookup(grams)
+            if not len(hit):
+                continue
+            counts = self.offsets[where + 1] - self.offsets[where]
+            row_hit = np.repeat(np.arange(len(hit)), counts)
+            occurrence = self.offsets[where][row_hit] + np.arange(len(row_hit)) - (np.cumsum(counts) - counts)[row_hit]
+            hit_rows = hit[row_hit]
+            parts.append((
+                owners[hit_rows], self.occurrence_problem[occurrence], self.occurrence_stream[occurrence],
+                np.full(len(row_hit), stream_index, dtype=np.int64), grams[hit_rows], positions[hit_rows],
+                self.occurrence_position[occurrence],
+            ))
+        if not parts:
+            return None
+        return tuple(np.concatenate(column) for column in zip(*parts))
 
 
 def all_pairs_ngram_overlap(exercise_grams: set, problem_grams: Sequence[set]) -> tuple[int, float]:
@@ -385,10 +565,10 @@ def all_pairs_ngram_overlap(exercise_grams: set, problem_grams: Sequence[set]) -
 
 
 def plain_ngram_set(doc: CodeDocument, n: int) -> set[int]:
-    """The straightforward pure-Python n-gram set of a document (tokenise, then hash each
-    n-gram as a tuple of strings): the baseline the bench compares the index with."""
-    words = ["d:" + token for token in word_tokens(doc.docstring)]
-    code = code_tokens(doc.code)
+    """The straightforward pure-Python n-gram set of a document (the same tokens, as
+    strings, then each n-gram hashed as a tuple): the baseline the bench compares with."""
+    words = ["d:" + token for token in ngram_tokens(doc.docstring, words_only=True)]
+    code = ngram_tokens(doc.code)
     return {hash(tuple(stream[i : i + n])) for stream in (words, code) for i in range(len(stream) - n + 1)}
 
 
@@ -889,22 +1069,21 @@ class BenchmarkIndex:
 
     def score_sources(self, sources: Sequence[str]) -> tuple[list[ChunkScores], dict[str, float]]:
         """The n-gram, MinHash and AST signals for a chunk of exercise sources (what a
-        worker process runs). Each source is split and tokenised once; the token hashes
-        feed both the n-gram lookup and the MinHash shingles. Returns one tuple per
-        source and the CPU seconds spent per stage."""
+        worker process runs). Each source is split into docstring and code once; the
+        n-gram signal tokenises the whole chunk in numpy, MinHash tokenises per source
+        with the regex tokenizer (it needs each token's kind to normalise it). Returns
+        one tuple per source and the CPU seconds spent per stage."""
         timings: dict[str, float] = {}
         started = time.process_time()
         docs = [CodeDocument.from_source("", source) for source in sources]
-        streams = [TokenStreams.from_document(doc, self.config.ngram.normalise_identifiers) for doc in docs]
-        hashed = [stream_hashes(stream) for stream in streams]
-        normalised = [stream.normalised_hashes() for stream in streams]
-        timings["prepare"] = time.process_time() - started
+        timings["split"] = time.process_time() - started
 
         started = time.process_time()
-        ngram_matches = self.ngrams.query_batch(hashed)
+        ngram_matches = self.ngrams.query_batch(docs)
         timings["ngram"] = time.process_time() - started
 
         started = time.process_time()
+        normalised = [TokenStreams.from_document(doc).normalised_hashes() for doc in docs]
         shingles = [shingle_hashes(tokens, self.config.minhash.shingle_size) for tokens in normalised]
         empty = np.fromiter((not len(s) for s in shingles), dtype=bool, count=len(shingles))
         minhash_matches = self.minhash.query_signatures(self.minhash.signatures_of(shingles), empty)
@@ -930,7 +1109,7 @@ class BenchmarkIndex:
     ) -> list[SignalScores]:
         """Scores of every exercise against every problem. `embed` (texts -> (n, d)
         vectors, NaN rows = failed) enables the embedding signal; `timings` collects
-        seconds per stage: CPU seconds for prepare/ngram/minhash/ast (summed over
+        seconds per stage: CPU seconds for split/ngram/minhash/ast (summed over
         workers), wall seconds for `embedding` and for `signals_wall` (the whole
         token/AST phase).
 

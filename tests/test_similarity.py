@@ -20,22 +20,24 @@ from synth_assets.similarity import (
     MinhashIndex,
     NgramConfig,
     NgramIndex,
+    NgramMatch,
     SignalScores,
     Thresholds,
     TokenStreams,
     all_pairs_ngram_overlap,
     ast_match_rate,
-    batched_rolling_hashes,
+    batch_token_hashes,
     code_tokens,
     exercise_source,
     hashed_bag_of_words,
     nearest_by_embedding,
+    ngram_tokens,
     normalised_subtrees,
     plain_ngram_set,
     rolling_hashes,
-    stream_hashes,
     token_hashes,
     verdict,
+    windows_of,
 )
 from tests.contamination_variants import VARIANTS, make_variant, plant_variants, stdlib_exercises
 
@@ -112,7 +114,7 @@ def test_ngram_index_finds_verbatim_copy_and_longest_shared_run():
     index = NgramIndex([p.task_id for p in problems], [doc(p.source) for p in problems])
     match = index.query(doc(problems[12].source))
     assert match.task_id == problems[12].task_id and match.overlap == 1.0
-    code_length = len(code_tokens(doc(problems[12].source).code))
+    code_length = len(ngram_tokens(doc(problems[12].source).code))
     assert match.longest_shared == code_length  # the whole code stream is one shared run
 
     # exactly 20 shared docstring words inside unrelated text: longest run is 20 tokens
@@ -146,17 +148,37 @@ def test_unrelated_code_shares_no_13_gram():
     assert sum(o > 0 for o in overlaps) <= 2
 
 
-def test_token_streams_match_code_tokens_in_one_pass():
+def test_token_streams_normalise_code_tokens_for_minhash():
     d = doc('def f(items, n=2):\n    """Doc words here."""\n    return len(items) + 42 * n  # c\n')
-    streams = TokenStreams.from_document(d, normalise_identifiers=True)
-    assert streams.words == ["doc", "words", "here"]
+    streams = TokenStreams.from_document(d)
     assert streams.code == code_tokens(d.code)
     assert streams.normalised == code_tokens(d.code, normalise_identifiers=True, normalise_literals=True)
-    assert streams.ngram_code() == code_tokens(d.code, normalise_identifiers=True)
     assert streams.normalised_hashes().tolist() == token_hashes(streams.normalised).tolist()
     assert code_tokens("x = True if None else False") == ["x", "=", "true", "if", "none", "else", "false"]
     assert code_tokens("X = True", normalise_identifiers=True) == ["id", "=", "true"]
     assert streams.normalised[:4] == ["def", "id", "(", "id"] and "len" in streams.normalised
+
+
+def test_batch_token_hashes_hash_the_plain_tokens_of_each_text():
+    texts = ["def f(x_1): return x_1 + 2.5  # hi", "", "Größe = 'ü' ** 2\n\tx", "A b a", "   "]
+    assert ngram_tokens(texts[0]) == ["def", "f", "(", "x_1", ")", ":", "return", "x_1", "+", "2", ".", "5", "#", "hi"]
+    assert ngram_tokens(texts[2]) == ["größe", "=", "'", "ü", "'", "*", "*", "2", "x"]
+    assert ngram_tokens("Doc, words: here!", words_only=True) == ["doc", "words", "here"]
+    for words_only in (False, True):
+        hashes, counts = batch_token_hashes(texts, seed=7, words_only=words_only)
+        tokens = [ngram_tokens(text, words_only) for text in texts]
+        assert counts.tolist() == [len(t) for t in tokens]
+        # a token hashes the same alone, anywhere in any batch; equal tokens hash equal
+        alone = [int(batch_token_hashes([token], seed=7)[0][0]) for text in tokens for token in text]
+        assert hashes.tolist() == alone
+        assert len(set(alone)) == len({token for text in tokens for token in text})
+    assert batch_token_hashes(["a"], 1)[0][0] != batch_token_hashes(["a"], 2)[0][0]  # streams are seeded apart
+    # identifiers normalised: user names become one token, builtins and keywords stay
+    plain = batch_token_hashes(["total = len(items) + n_2 + 42"], 2)[0]
+    normalised = batch_token_hashes(["total = len(items) + n_2 + 42"], 2, normalise_identifiers=True)[0]
+    same = plain == normalised
+    assert same.tolist() == [False, True, True, True, False, True, True, False, True, True]
+    assert len(set(normalised[[0, 4, 7]].tolist())) == 1
 
 
 def test_rolling_hashes_are_per_window_and_batches_never_cross_streams():
@@ -166,27 +188,69 @@ def test_rolling_hashes_are_per_window_and_batches_never_cross_streams():
     assert len(rolled) == 7 and rolled[0] == rolled[5]  # "a b c" twice
     assert len(set(rolled.tolist())) == 6 and len(rolling_hashes(hashes[:2], 3)) == 0
     streams = [hashes, token_hashes(["q", "r"]), token_hashes("c x a b".split())]
-    batched, owner = batched_rolling_hashes(streams, 3)
+    batched, owner, position = windows_of(np.concatenate(streams), np.array([len(s) for s in streams]), 3)
     expected = [rolling_hashes(s, 3) for s in streams]
     assert batched.tolist() == [g for e in expected for g in e.tolist()]
-    assert owner.tolist() == [0] * 7 + [2] * 2
+    assert owner.tolist() == [0] * 7 + [2] * 2 and position.tolist() == list(range(7)) + [0, 1]
     # the window "x a b" spans the end of stream 0 and stream 2 only when concatenated
     assert rolling_hashes(token_hashes(["x", "a", "b"]), 3)[0] in batched  # inside stream 2 itself
     assert rolling_hashes(token_hashes(["c", "x", "q"]), 3)[0] not in batched  # crosses 0 -> 1
 
 
-def test_batched_ngram_query_equals_single_queries_and_the_plain_loop():
+def postings_of(index: NgramIndex, problem_docs: list[CodeDocument]) -> tuple[dict, dict]:
+    postings: dict[int, list[tuple[int, int, int]]] = {}
+    distinct = {}
+    for problem_index, problem in enumerate(problem_docs):
+        for stream_index, stream in enumerate(index.grams(problem)):
+            for position, gram in enumerate(stream):
+                postings.setdefault(gram, []).append((problem_index, stream_index, position))
+            distinct[problem_index, stream_index] = len(set(stream))
+    return postings, distinct
+
+
+def walk_postings(index: NgramIndex, postings: dict, distinct: dict, d: CodeDocument) -> NgramMatch:
+    """The reference the numpy matcher is checked against: a dict n-gram -> occurrences and
+    a walk over the exercise's n-grams, extending runs one position at a time."""
+    shared: dict[tuple[int, int], set[int]] = {}
+    longest: dict[int, int] = {}
+    for stream_grams in index.grams(d):
+        previous: dict[tuple[int, int, int], int] = {}
+        for gram in stream_grams:
+            runs = {}
+            for problem_index, stream_index, position in postings.get(gram, []):
+                shared.setdefault((problem_index, stream_index), set()).add(gram)
+                run = runs[problem_index, stream_index, position] = previous.get((problem_index, stream_index, position - 1), 0) + 1
+                longest[problem_index] = max(longest.get(problem_index, 0), run)
+            previous = runs
+    if not shared:
+        return NgramMatch(None, 0.0, 0)
+    overlaps: dict[int, float] = {}
+    for (problem_index, stream_index), grams in shared.items():
+        overlaps[problem_index] = max(overlaps.get(problem_index, 0.0), len(grams) / max(distinct[problem_index, stream_index], 1))
+    best = max(overlaps, key=lambda i: (overlaps[i], longest[i], -i))
+    return NgramMatch(index.task_ids[best], overlaps[best], longest[best] + index.config.n - 1)
+
+
+def test_batched_ngram_query_equals_the_postings_walk_and_the_plain_loop():
     index = NgramIndex([p.task_id for p in HUMANEVAL], [doc(p.source) for p in HUMANEVAL])
     planted = [make_variant(p, v) for p in HUMANEVAL[::11] for v in ("verbatim", "renamed+reworded", "all")]
     sources = [exercise_source(e.exercise, e.solution) for e in planted + stdlib_exercises(150, seed=5)]
+    # repeated n-grams: the same code twice, and a docstring that repeats itself
+    sources += [HUMANEVAL[3].source * 2, 'def f():\n    """' + " ".join(["alpha beta gamma"] * 12) + '"""\n']
     docs = [doc(s) for s in sources]
-    batched = index.query_batch([stream_hashes(TokenStreams.from_document(d)) for d in docs])
-    assert batched == [index.query(d) for d in docs]
+    batched = index.query_batch(docs)
+    postings, distinct = postings_of(index, [doc(p.source) for p in HUMANEVAL])
+    for d, match in zip(docs, batched):
+        expected = walk_postings(index, postings, distinct, d)
+        assert match.task_id == expected.task_id and match.longest_shared == expected.longest_shared
+        assert match.overlap == pytest.approx(expected.overlap)
+        assert index.query(d) == match
     assert sum(m.task_id is not None for m in batched) >= len(HUMANEVAL[::11])  # every verbatim copy at least
     problem_sets = [plain_ngram_set(doc(p.source), 13) for p in HUMANEVAL]
     for d, match in zip(docs, batched):
         _, overlap = all_pairs_ngram_overlap(plain_ngram_set(d, 13), problem_sets)
         assert (overlap > 0) == (match.task_id is not None)
+    assert index.query_batch([]) == [] and index.query(doc("x = 1")).task_id is None
 
 
 # ------------------------------------------------------------------------------- minhash
@@ -304,7 +368,7 @@ def test_parallel_scoring_gives_the_serial_scores():
     assert [r.exercise_id for r in parallel] == ids
     assert parallel[-1].ast_match_rate is None and "does not parse" in parallel[-1].notes[0]
     assert sum(r.ast_match_rate is not None and r.ast_match_rate >= 0.8 for r in parallel) >= len(planted) - 10
-    assert set(parallel_timings) >= {"prepare", "ngram", "minhash", "ast", "embedding", "signals_wall"}
+    assert set(parallel_timings) >= {"split", "ngram", "minhash", "ast", "embedding", "signals_wall"}
 
 
 
