@@ -28,8 +28,9 @@ What the session does for the caller:
   issued; the remaining results come back with status `budget_exceeded`, and leaving the
   `with` block raises `dg.Failure` after the caller has written what was done. Re-running
   resumes from the cache.
-- **Batch API.** With `batch_mode=True` uncached chat requests go through OpenAI's Batch
-  API at half price; the batch id is stored in `llm_batches` so a re-run picks it up.
+- **Batch API.** With `batch_mode=True` uncached chat and embedding requests go through
+  OpenAI's Batch API at half price (embeddings: one batch line per chunk of texts); the
+  batch id is stored in `llm_batches` so a re-run picks it up.
 
 The api key is never logged, printed, stored or put in an error message.
 """
@@ -349,7 +350,7 @@ class LLMResource(dg.ConfigurableResource):
     max_tokens: int | None = Field(default=512, description="Default completion length cap.")
     seed: int | None = Field(default=1234, description="Base seed; each sample_index adds to it.")
     max_cost_usd: float | None = Field(default=10.0, description="Budget per materialization in USD (None = none).")
-    batch_mode: bool = Field(default=False, description="Send uncached chat requests through the OpenAI Batch API (50% price).")
+    batch_mode: bool = Field(default=False, description="Send uncached chat and embedding requests through the OpenAI Batch API (50% price).")
     batch_poll_interval_s: float = Field(default=30.0, description="Batch API polling interval.")
     batch_timeout_s: float = Field(default=26 * 3600.0, description="Give up waiting for a batch after this long.")
     structured_output_mode: str = Field(
@@ -1009,7 +1010,7 @@ class LLMSession:
         batch_key = hashlib.sha256("\n".join(sorted(by_key)).encode()).hexdigest()
         started = time.perf_counter()
         try:
-            batch = await self._submit_or_resume_batch(client, batch_key, admitted)
+            batch = await self._submit_or_resume_batch(client, batch_key, [(job.key, job.body) for job in admitted])
             batch = await self._wait_for_batch(client, batch_key, batch, progress)
             outputs = await self._read_batch_outputs(client, batch)
         except Exception as exc:  # noqa: BLE001 -- recorded per request below
@@ -1028,25 +1029,29 @@ class LLMSession:
                 answered[job.key] = self._failed(job.key, "chat", self.model, BatchRequestError(str(why)[:500]), 1, latency, "batch")
         return answered
 
-    async def _submit_or_resume_batch(self, client: openai.AsyncOpenAI, batch_key: str, jobs: list[_Pending]):
+    async def _submit_or_resume_batch(
+        self, client: openai.AsyncOpenAI, batch_key: str, items: list[tuple[str, dict]],
+        url: str = "/v1/chat/completions", model: str | None = None,
+    ):
+        """Submit (custom_id, body) requests to `url` as one batch file, or pick up the
+        batch already submitted for the same requests (its id is in `llm_batches`)."""
         existing = llm_store.get_batch(self._conn, batch_key)
         if existing and existing["status"] not in ("failed", "expired", "cancelled", "cancelling"):
-            self.log.info(f"resuming OpenAI batch {existing['batch_id']} ({len(jobs)} requests, status {existing['status']})")
+            self.log.info(f"resuming OpenAI batch {existing['batch_id']} ({len(items)} requests, status {existing['status']})")
             return await client.batches.retrieve(existing["batch_id"])
-        lines = [
-            canonical_json({"custom_id": job.key, "method": "POST", "url": "/v1/chat/completions", "body": job.body})
-            for job in jobs
-        ]
+        lines = [canonical_json({"custom_id": custom_id, "method": "POST", "url": url, "body": body}) for custom_id, body in items]
         payload = ("\n".join(lines) + "\n").encode()
         uploaded = await client.files.create(file=("requests.jsonl", io.BytesIO(payload)), purpose="batch")
-        batch = await client.batches.create(
-            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        batch = await client.batches.create(input_file_id=uploaded.id, endpoint=url, completion_window="24h")
+        llm_store.put_batch(
+            self._conn, batch_key, batch.id, uploaded.id, model or self.model, self.endpoint.host, len(items), batch.status
         )
-        llm_store.put_batch(self._conn, batch_key, batch.id, uploaded.id, self.model, self.endpoint.host, len(jobs), batch.status)
-        self.log.info(f"submitted OpenAI batch {batch.id} with {len(jobs)} requests ({len(payload):,} bytes)")
+        self.log.info(f"submitted OpenAI batch {batch.id} to {url} with {len(items)} requests ({len(payload):,} bytes)")
         return batch
 
-    async def _wait_for_batch(self, client: openai.AsyncOpenAI, batch_key: str, batch, progress: _Progress):
+    async def _wait_for_batch(
+        self, client: openai.AsyncOpenAI, batch_key: str, batch, progress: _Progress, model: str | None = None
+    ):
         deadline = time.monotonic() + self.resource.batch_timeout_s
         last_log = 0.0
         while batch.status not in ("completed", "failed", "expired", "cancelled"):
@@ -1060,7 +1065,7 @@ class LLMSession:
             await asyncio.sleep(self.resource.batch_poll_interval_s)
             batch = await client.batches.retrieve(batch.id)
         llm_store.put_batch(
-            self._conn, batch_key, batch.id, batch.input_file_id, self.model, self.endpoint.host,
+            self._conn, batch_key, batch.id, batch.input_file_id, model or self.model, self.endpoint.host,
             getattr(getattr(batch, "request_counts", None), "total", 0) or 0, batch.status, batch.output_file_id,
         )  # fmt: skip
         if batch.status != "completed":
@@ -1110,23 +1115,30 @@ class LLMSession:
                 size = self.embed_batch_size
                 chunks = [unique[i : i + size] for i in range(0, len(unique), size)]
                 progress = _Progress(self, "embed", len(texts), done=len(texts) - len(unique))
-                queue = iter(chunks)
 
-                async def worker() -> None:
-                    for chunk in queue:
-                        found = await self._embed_chunk(client, model, chunk, [texts[todo[k][0]] for k in chunk])
-                        for key, vector in found.items():
-                            for index in todo[key]:
-                                vectors[index] = vector
-                        progress.done += len(chunk)
-                        self._maybe_flush()
+                def store(found: dict[str, np.ndarray]) -> None:
+                    for key, vector in found.items():
+                        for index in todo[key]:
+                            vectors[index] = vector
 
-                workers = [asyncio.create_task(worker()) for _ in range(min(self.max_concurrency, len(chunks)))]
-                ticker = asyncio.create_task(progress.ticker())
-                try:
-                    await asyncio.gather(*workers)
-                finally:
-                    ticker.cancel()
+                if self.resource.batch_mode:
+                    store(await self._embed_batch_api(client, model, [(chunk, [texts[todo[k][0]] for k in chunk]) for chunk in chunks]))
+                    progress.done = len(texts)
+                else:
+                    queue = iter(chunks)
+
+                    async def worker() -> None:
+                        for chunk in queue:
+                            store(await self._embed_chunk(client, model, chunk, [texts[todo[k][0]] for k in chunk]))
+                            progress.done += len(chunk)
+                            self._maybe_flush()
+
+                    workers = [asyncio.create_task(worker()) for _ in range(min(self.max_concurrency, len(chunks)))]
+                    ticker = asyncio.create_task(progress.ticker())
+                    try:
+                        await asyncio.gather(*workers)
+                    finally:
+                        ticker.cancel()
                 progress.finish()
         dim = next((len(v) for v in vectors if v is not None), 1)
         out = np.full((len(texts), dim), np.nan, dtype=np.float32)
@@ -1155,22 +1167,35 @@ class LLMSession:
         finally:
             self._reserved_usd -= reserve
         latency = time.perf_counter() - started
-        if error is None and (response is None or len(response.data) != len(inputs)):
-            error = EmbeddingShapeError(f"asked for {len(inputs)} embeddings, got {len(response.data) if response else 0}")
         if error is not None:
             for key in keys:
                 self._failed(key, "embedding", model, error, attempts, latency, "online")
             return {}
-        usage = getattr(response, "usage", None)
-        total_prompt = getattr(usage, "prompt_tokens", None)
+        return self._embedding_answer(model, keys, inputs, response, attempts, latency, "online")
+
+    def _embedding_answer(
+        self, model: str, keys: list[str], inputs: list[str], response: Any, attempts: int, latency: float, mode: str
+    ) -> dict[str, np.ndarray]:
+        """Cache and account one embeddings response (an SDK object or a batch output dict):
+        one vector per input, mean-pooled, the request's token usage shared by length."""
+        if isinstance(response, dict):
+            data = [(item.get("index", 0), item.get("embedding")) for item in response.get("data") or []]
+            total_prompt = (response.get("usage") or {}).get("prompt_tokens")
+        else:
+            data = [(item.index, item.embedding) for item in (response.data if response is not None else [])]
+            total_prompt = getattr(getattr(response, "usage", None), "prompt_tokens", None)
+        if len(data) != len(inputs):
+            error = EmbeddingShapeError(f"asked for {len(inputs)} embeddings, got {len(data)}")
+            for key in keys:
+                self._failed(key, "embedding", model, error, attempts, latency, mode)
+            return {}
         total_chars = sum(max(1, len(text)) for text in inputs)
         found: dict[str, np.ndarray] = {}
-        items = sorted(response.data, key=lambda item: item.index)
-        for key, text, item in zip(keys, inputs, items):
-            vector = mean_pool(item.embedding)
+        for key, text, (_, embedding) in zip(keys, inputs, sorted(data, key=lambda item: item[0])):
+            vector = mean_pool(embedding)
             # Token usage is per request; each text gets its share by length.
             tokens = None if total_prompt is None else round(total_prompt * max(1, len(text)) / total_chars)
-            cost = None if tokens is None else price_usd(model, tokens, 0)
+            cost = None if tokens is None else price_usd(model, tokens, 0, batch=mode == "batch")
             if cost is not None:
                 self.totals.cost_usd += cost
             self._remember(
@@ -1179,10 +1204,58 @@ class LLMSession:
             )  # fmt: skip
             self._ledger(
                 model=model, kind="embedding", prompt_tokens=tokens or 0, completion_tokens=0, cached_tokens=0,
-                cost_usd=cost, saved_usd=0.0, latency_s=latency, attempts=attempts, cache_hit=False, mode="online",
+                cost_usd=cost, saved_usd=0.0, latency_s=latency, attempts=attempts, cache_hit=False, mode=mode,
                 status="ok", error_class=None, cache_key=key,
             )  # fmt: skip
             found[key] = vector
+        return found
+
+    async def _embed_batch_api(
+        self, client: openai.AsyncOpenAI, model: str, chunks: list[tuple[list[str], list[str]]]
+    ) -> dict[str, np.ndarray]:
+        """Embedding requests (one per chunk of texts) through the Batch API at the batch
+        rate; resumable like chat batches. Budget: chunks are admitted while they fit."""
+        admitted: list[tuple[str, list[str], list[str]]] = []
+        running = 0.0
+        for keys, inputs in chunks:
+            each = price_usd(model, sum(estimate_tokens(text) for text in inputs), 0, batch=True) or 0.0
+            if self._budget_allows(running + each):
+                chunk_id = "emb-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:32]
+                admitted.append((chunk_id, keys, inputs))
+                running += each
+            else:
+                for key in keys:
+                    self._ledger(
+                        model=model, kind="embedding", prompt_tokens=0, completion_tokens=0, cached_tokens=0,
+                        cost_usd=0.0, saved_usd=0.0, latency_s=0.0, attempts=0, cache_hit=False, mode="batch",
+                        status="budget_exceeded", error_class=None, cache_key=key,
+                    )  # fmt: skip
+        if not admitted:
+            return {}
+        items = [(chunk_id, {"model": model, "input": inputs, "encoding_format": "float"}) for chunk_id, _, inputs in admitted]
+        batch_key = hashlib.sha256(("embeddings\n" + "\n".join(sorted(c for c, _ in items))).encode()).hexdigest()
+        started = time.perf_counter()
+        try:
+            batch = await self._submit_or_resume_batch(client, batch_key, items, url="/v1/embeddings", model=model)
+            batch = await self._wait_for_batch(client, batch_key, batch, _Progress(self, "embed", len(admitted)), model)
+            outputs = await self._read_batch_outputs(client, batch)
+        except Exception as exc:  # noqa: BLE001 -- recorded per text below
+            latency = time.perf_counter() - started
+            for _, keys, _ in admitted:
+                for key in keys:
+                    self._failed(key, "embedding", model, exc, 1, latency, "batch")
+            return {}
+        latency = time.perf_counter() - started
+        found: dict[str, np.ndarray] = {}
+        for chunk_id, keys, inputs in admitted:
+            line = outputs.get(chunk_id)
+            response = (line or {}).get("response") or {}
+            if line and response.get("status_code") == 200 and isinstance(response.get("body"), dict):
+                found.update(self._embedding_answer(model, keys, inputs, response["body"], 1, latency, "batch"))
+            else:
+                why = BatchRequestError(str((line or {}).get("error") or response.get("body") or "missing from the batch output")[:500])
+                for key in keys:
+                    self._failed(key, "embedding", model, why, 1, latency, "batch")
         return found
 
 

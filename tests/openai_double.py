@@ -24,7 +24,7 @@ chat completions, embeddings, files, batches and models.
   completion_tokens = words in the answer (at least 1).
 - Batch API: `/v1/files` (multipart upload), `/v1/files/{id}/content`, `/v1/batches`,
   `/v1/batches/{id}`; a batch completes `batch_delay_s` after creation, answered by
-  the same `chat` responder. `server.batches_created` counts submissions.
+  the same `chat` / `embed` responders (by each line's `url`). `server.batches_created` counts submissions.
 
 Run it as a separate process (for benchmarks): `python -m tests.openai_double --latency 0.05`
 prints its base url on the first line of stdout and serves until killed.
@@ -370,18 +370,19 @@ class OpenAIDouble:
         faulted = await self._faulted("embeddings")
         if faulted is not None:
             return faulted
+        return web.json_response(self.embeddings_response(body))
+
+    def embeddings_response(self, body: dict) -> dict:
         inputs = body.get("input")
         inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
         data = [{"object": "embedding", "index": i, "embedding": list(self.embed(text))} for i, text in enumerate(inputs)]
         tokens = sum(count_words(text) for text in inputs)
-        return web.json_response(
-            {
-                "object": "list",
-                "data": data,
-                "model": body.get("model", "unknown"),
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }
-        )
+        return {
+            "object": "list",
+            "data": data,
+            "model": body.get("model", "unknown"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     async def _models(self, request: web.Request) -> web.Response:
         self._note(request)
@@ -468,13 +469,16 @@ class OpenAIDouble:
             body = item["body"]
             with self._lock:
                 self.requests.append(body)
-            answer = self.chat(body)
+            if item.get("url") == "/v1/embeddings":
+                answer_body = self.embeddings_response(body)
+            else:
+                answer_body = chat_response(body, self.chat(body))
             lines.append(
                 json.dumps(
                     {
                         "id": f"batch_req_{uuid.uuid4().hex[:12]}",
                         "custom_id": item["custom_id"],
-                        "response": {"status_code": 200, "request_id": uuid.uuid4().hex, "body": chat_response(body, answer)},
+                        "response": {"status_code": 200, "request_id": uuid.uuid4().hex, "body": answer_body},
                         "error": None,
                     }
                 )

@@ -24,6 +24,7 @@ from resources.llm import (
 )
 from resources.pricing import price_usd
 from resources.ratelimit import RateLimiter
+from resources.warehouse import Warehouse
 from tests.openai_double import OpenAIDouble, chat_usage
 
 SECRET = "sk-test-secret-3f9a1c"
@@ -392,6 +393,39 @@ def test_batch_mode_uses_the_batch_api_at_half_price_and_resumes(warehouse):
         with llm.session(None, warehouse) as session:
             cached = session.complete(requests)
         assert all(r.cache_hit for r in cached) and server.batches_created == 1
+
+
+def test_batch_mode_embeds_through_the_batch_api_at_half_price_and_resumes(warehouse):
+    texts = [f"text number {i} about sorting" for i in range(5)] + [""]
+    with OpenAIDouble(batch_delay_s=0.6) as server:
+        llm = make_llm(server, batch_mode=True, embed_batch_size=2, batch_poll_interval_s=0.05, batch_timeout_s=0.2)
+        with llm.session(None, warehouse) as session:  # gives up waiting: the batch stays submitted
+            waited = session.embed(texts)
+        assert np.isnan(waited).all() and server.batches_created == 1
+        assert not server.embedding_requests  # nothing went to the online endpoint
+
+        llm = make_llm(server, batch_mode=True, embed_batch_size=2, batch_poll_interval_s=0.05, batch_timeout_s=10)
+        with llm.session(None, warehouse) as session:
+            vectors = session.embed(texts)
+        assert server.batches_created == 1  # picked up, not resubmitted
+        with OpenAIDouble() as online_server:  # the same texts embedded online, for comparison
+            with make_llm(online_server).session(None, Warehouse(path=str(warehouse.path) + ".online")) as session:
+                online = session.embed(texts)
+        np.testing.assert_allclose(vectors[:5], online[:5], rtol=1e-5)
+        assert np.isnan(vectors[5]).all()  # the empty text is a recorded failure, not a request
+        rows = warehouse.query(
+            "SELECT * FROM llm_calls WHERE kind = 'embedding' AND mode = 'batch' AND status = 'ok'"
+        ).to_dicts()
+        assert len(rows) == 5
+        for row in rows:
+            full = price_usd("text-embedding-3-small", row["prompt_tokens"], 0)
+            assert row["prompt_tokens"] > 0 and row["cost_usd"] == pytest.approx(full / 2)
+        batches = warehouse.query("SELECT model, n_requests, status FROM llm_batches").to_dicts()
+        assert batches == [{"model": "text-embedding-3-small", "n_requests": 3, "status": "completed"}]
+        with llm.session(None, warehouse) as session:
+            again = session.embed(texts)
+        np.testing.assert_array_equal(again[:5], vectors[:5])
+        assert session.totals.cache_hits == 5 and server.batches_created == 1
 
 
 # --------------------------------------------------------------------------- environment and secrets
