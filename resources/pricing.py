@@ -71,6 +71,8 @@ def price_usd(
     override = PRICE_OVERRIDES.get(model.lower())
     if override is not None:
         return _override_price(override, prompt_tokens, completion_tokens, cached_tokens, batch)
+    if _is_tiered(model):
+        return _exact_price(model, int(prompt_tokens), int(completion_tokens), int(cached_tokens), batch)
     rates = _per_token_rates(model, batch)
     if rates is None:
         return None
@@ -79,24 +81,64 @@ def price_usd(
     return (int(prompt_tokens) - cached) * input_rate + cached * cached_rate + int(completion_tokens) * output_rate
 
 
+# A probe size well inside every provider's first context-length tier.
+_PROBE_TOKENS = 1_000
+
+
 @functools.lru_cache(maxsize=256)
 def _per_token_rates(model: str, batch: bool) -> tuple[float, float, float] | None:
     """(input, output, cached input) dollars per token from genai-prices, looked up once
     per model: calc_price matches model names each call (~0.4 ms), too slow per request.
-    Prices are linear in tokens for the models we use; context-length tiers are ignored."""
-    mtok = 1_000_000
+    Valid for models whose price is linear in tokens (`_is_tiered` says which are not)."""
     calculations = [
-        _calc(model, {"input_tokens": mtok}, batch),
-        _calc(model, {"output_tokens": mtok}, batch),
-        _calc(model, {"input_tokens": mtok, "cache_read_tokens": mtok}, batch),
+        _calc(model, {"input_tokens": _PROBE_TOKENS}, batch),
+        _calc(model, {"output_tokens": _PROBE_TOKENS}, batch),
+        _calc(model, {"input_tokens": _PROBE_TOKENS, "cache_read_tokens": _PROBE_TOKENS}, batch),
     ]
     if any(c is None for c in calculations):
         return None
-    input_rate, output_rate, cached_rate = (float(c.total_price) / mtok for c in calculations)
-    if batch and _per_token_rates(model, False) == (input_rate, output_rate, cached_rate):
+    input_rate, output_rate, cached_rate = (float(c.total_price) / _PROBE_TOKENS for c in calculations)
+    if batch and not _batch_listed(model):
         # genai-prices has no batch variant for this model: apply the usual 50% batch rate.
         input_rate, output_rate, cached_rate = input_rate * 0.5, output_rate * 0.5, cached_rate * 0.5
     return input_rate, output_rate, cached_rate
+
+
+@functools.lru_cache(maxsize=256)
+def _batch_listed(model: str) -> bool:
+    """Whether genai-prices has a batch price for the model (else we apply 50%)."""
+    return _per_token_rates_plain(model, True) != _per_token_rates_plain(model, False)
+
+
+@functools.lru_cache(maxsize=512)
+def _per_token_rates_plain(model: str, batch: bool) -> tuple[float, ...] | None:
+    calculations = [_calc(model, {"input_tokens": _PROBE_TOKENS}, batch), _calc(model, {"output_tokens": _PROBE_TOKENS}, batch)]
+    return None if any(c is None for c in calculations) else tuple(float(c.total_price) for c in calculations)
+
+
+@functools.lru_cache(maxsize=256)
+def _is_tiered(model: str) -> bool:
+    """Whether the model's price per token changes with the prompt's length (context-length
+    tiers, e.g. Gemini 2.5 Pro and Claude Sonnet 4.5 above 200k prompt tokens): compare the
+    per-token price of a small prompt with that of a 1M-token prompt."""
+    if PRICE_OVERRIDES.get(model.lower()) is not None:
+        return False
+    small, large = _calc(model, {"input_tokens": _PROBE_TOKENS}, False), _calc(model, {"input_tokens": 1_000_000}, False)
+    if small is None or large is None:
+        return False
+    return abs(float(small.total_price) * (1_000_000 / _PROBE_TOKENS) - float(large.total_price)) > 1e-9
+
+
+def _exact_price(model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int, batch: bool) -> float | None:
+    """genai-prices' own calculation for this call's usage (tiers applied), ~0.4 ms."""
+    usage = {"input_tokens": prompt_tokens, "output_tokens": completion_tokens}
+    if cached_tokens:
+        usage["cache_read_tokens"] = min(cached_tokens, prompt_tokens)
+    price = _calc(model, usage, batch)
+    if price is None:
+        return None
+    dollars = float(price.total_price)
+    return dollars * 0.5 if batch and not _batch_listed(model) else dollars
 
 
 def _calc(model: str, usage_kwargs: dict, batch: bool):

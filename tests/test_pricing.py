@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import genai_prices
 import pytest
 
 from resources.pricing import PRICE_OVERRIDES, ModelPrice, price_usd
@@ -45,3 +46,15 @@ def test_unknown_model_is_none_with_one_warning(caplog):
     assert price_usd("nobody-knows-this-model-v9", 20, 20) is None
     warnings = [r for r in caplog.records if "nobody-knows-this-model-v9" in r.getMessage()]
     assert len(warnings) == 1 and "unknown" in warnings[0].getMessage()
+
+
+def test_context_length_tiers_price_long_prompts_at_the_higher_rate():
+    # Gemini 2.5 Pro: $1.25 / $10 per million tokens up to 200k prompt tokens, $2.50 / $15 above.
+    short = price_usd("gemini-2.5-pro", 100_000, 1_000)
+    long = price_usd("gemini-2.5-pro", 300_000, 1_000)
+    assert short == pytest.approx(100_000 * 1.25e-6 + 1_000 * 10e-6)
+    assert long == pytest.approx(300_000 * 2.50e-6 + 1_000 * 15e-6)
+    assert long == pytest.approx(float(genai_prices.calc_price(
+        genai_prices.Usage(input_tokens=300_000, output_tokens=1_000), model_ref="gemini-2.5-pro").total_price))
+    # linear models keep the fast per-token path and the same answer
+    assert price_usd("gpt-4o-mini", 300_000, 1_000) == pytest.approx(300_000 * 0.15e-6 + 1_000 * 0.6e-6)
