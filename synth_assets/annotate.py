@@ -15,8 +15,9 @@ from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
 from synth_assets.tables import markdown_table, table_result
 
-# Bump when the rubric, the messages or the schema change: it is part of every cache key
-# (through the messages) and of the asset's code_version, so old grades are not reused.
+# Bump when the rubric, the messages or the schema change: it is part of the asset's
+# code_version, so automation re-grades. The LLM cache is keyed on the request itself, so
+# changed messages are new calls while an unchanged prompt is answered from the cache.
 PROMPT_VERSION = "edu-grade-v2"
 SCORE_RANGE = range(0, 6)
 TRUNCATION_MARKER = "\n# [... file truncated for grading ...]\n"
