@@ -107,13 +107,9 @@ def _per_token_rates(model: str, batch: bool) -> tuple[float, float, float] | No
 @functools.lru_cache(maxsize=256)
 def _batch_listed(model: str) -> bool:
     """Whether genai-prices has a batch price for the model (else we apply 50%)."""
-    return _per_token_rates_plain(model, True) != _per_token_rates_plain(model, False)
-
-
-@functools.lru_cache(maxsize=512)
-def _per_token_rates_plain(model: str, batch: bool) -> tuple[float, ...] | None:
-    calculations = [_calc(model, {"input_tokens": _PROBE_TOKENS}, batch), _calc(model, {"output_tokens": _PROBE_TOKENS}, batch)]
-    return None if any(c is None for c in calculations) else tuple(float(c.total_price) for c in calculations)
+    probe = {"input_tokens": _PROBE_TOKENS, "output_tokens": _PROBE_TOKENS}
+    batch, online = _calc(model, probe, True), _calc(model, probe, False)
+    return batch is not None and online is not None and batch.total_price != online.total_price
 
 
 @functools.lru_cache(maxsize=256)
