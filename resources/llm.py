@@ -49,7 +49,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -681,6 +681,14 @@ class LLMSession:
         if row.get("status") == "ok" and not row.get("cache_hit") and row.get("cost_usd") is None:
             t.unknown_cost_calls += 1
 
+    def _ledger_not_sent(self, model: str, kind: str, key: str, mode: str) -> None:
+        """The ledger row of a request the budget stopped before it was sent."""
+        self._ledger(
+            model=model, kind=kind, prompt_tokens=0, completion_tokens=0, cached_tokens=0, cost_usd=0.0,
+            saved_usd=0.0, latency_s=0.0, attempts=0, cache_hit=False, mode=mode,
+            status="budget_exceeded", error_class=None, cache_key=key,
+        )  # fmt: skip
+
     def _remember(self, key: str, model: str, kind: str, request: dict, text: str, usage: dict) -> None:
         self._cache_rows.append(
             {
@@ -868,15 +876,25 @@ class LLMSession:
     async def _chat_online(self, jobs: list[_Pending], progress: _Progress) -> dict[str, ChatResult]:
         client = await self._ensure_client()
         answered: dict[str, ChatResult] = {}
-        queue = iter(jobs)
+
+        async def handle(job: _Pending) -> None:
+            answered[job.key] = await self._chat_one(client, job)
+            progress.tick(answered[job.key])
+
+        await self._stream(jobs, handle, progress)
+        return answered
+
+    async def _stream(self, items: Sequence[Any], handle: Callable[[Any], Awaitable[None]], progress: _Progress) -> None:
+        """`max_concurrency` workers share one iterator over `items`: each takes the next item
+        as soon as it is free (streaming, no fixed batches), with progress logged meanwhile."""
+        queue = iter(items)
 
         async def worker() -> None:
-            for job in queue:  # a shared iterator: each worker takes the next job (streaming, no fixed batches)
-                answered[job.key] = await self._chat_one(client, job)
-                progress.tick(answered[job.key])
+            for item in queue:
+                await handle(item)
                 self._maybe_flush()
 
-        workers = [asyncio.create_task(worker()) for _ in range(min(self.max_concurrency, len(jobs)))]
+        workers = [asyncio.create_task(worker()) for _ in range(min(self.max_concurrency, len(items)))]
         ticker = asyncio.create_task(progress.ticker())
         try:
             await asyncio.gather(*workers)
@@ -884,16 +902,11 @@ class LLMSession:
             ticker.cancel()
             for task in workers:
                 task.cancel()
-        return answered
 
     async def _chat_one(self, client: openai.AsyncOpenAI, job: _Pending) -> ChatResult:
         reserve = price_usd(self.model, job.est_tokens, 0) or 0.0
         if not self._budget_allows(reserve):
-            self._ledger(
-                model=self.model, kind="chat", prompt_tokens=0, completion_tokens=0, cached_tokens=0, cost_usd=0.0,
-                saved_usd=0.0, latency_s=0.0, attempts=0, cache_hit=False, mode="online",
-                status="budget_exceeded", error_class=None, cache_key=job.key,
-            )  # fmt: skip
+            self._ledger_not_sent(self.model, "chat", job.key, "online")
             return ChatResult(text=None, cache_key=job.key, status="budget_exceeded", error="budget reached (max_cost_usd)")
         self._reserved_usd += reserve
         started = time.perf_counter()
@@ -998,11 +1011,7 @@ class LLMSession:
                 admitted.append(job)
                 running += each
             else:
-                self._ledger(
-                    model=self.model, kind="chat", prompt_tokens=0, completion_tokens=0, cached_tokens=0, cost_usd=0.0,
-                    saved_usd=0.0, latency_s=0.0, attempts=0, cache_hit=False, mode="batch",
-                    status="budget_exceeded", error_class=None, cache_key=job.key,
-                )  # fmt: skip
+                self._ledger_not_sent(self.model, "chat", job.key, "batch")
                 answered[job.key] = ChatResult(text=None, cache_key=job.key, status="budget_exceeded", error="budget reached (max_cost_usd)")
         if not admitted:
             return answered
@@ -1125,20 +1134,12 @@ class LLMSession:
                     store(await self._embed_batch_api(client, model, [(chunk, [texts[todo[k][0]] for k in chunk]) for chunk in chunks]))
                     progress.done = len(texts)
                 else:
-                    queue = iter(chunks)
 
-                    async def worker() -> None:
-                        for chunk in queue:
-                            store(await self._embed_chunk(client, model, chunk, [texts[todo[k][0]] for k in chunk]))
-                            progress.done += len(chunk)
-                            self._maybe_flush()
+                    async def handle(chunk: list[str]) -> None:
+                        store(await self._embed_chunk(client, model, chunk, [texts[todo[k][0]] for k in chunk]))
+                        progress.done += len(chunk)
 
-                    workers = [asyncio.create_task(worker()) for _ in range(min(self.max_concurrency, len(chunks)))]
-                    ticker = asyncio.create_task(progress.ticker())
-                    try:
-                        await asyncio.gather(*workers)
-                    finally:
-                        ticker.cancel()
+                    await self._stream(chunks, handle, progress)
                 progress.finish()
         dim = next((len(v) for v in vectors if v is not None), 1)
         out = np.full((len(texts), dim), np.nan, dtype=np.float32)
@@ -1152,11 +1153,7 @@ class LLMSession:
         reserve = price_usd(model, est, 0) or 0.0
         if not self._budget_allows(reserve):
             for key in keys:
-                self._ledger(
-                    model=model, kind="embedding", prompt_tokens=0, completion_tokens=0, cached_tokens=0, cost_usd=0.0,
-                    saved_usd=0.0, latency_s=0.0, attempts=0, cache_hit=False, mode="online",
-                    status="budget_exceeded", error_class=None, cache_key=key,
-                )  # fmt: skip
+                self._ledger_not_sent(model, "embedding", key, "online")
             return {}
         self._reserved_usd += reserve
         started = time.perf_counter()
@@ -1225,11 +1222,7 @@ class LLMSession:
                 running += each
             else:
                 for key in keys:
-                    self._ledger(
-                        model=model, kind="embedding", prompt_tokens=0, completion_tokens=0, cached_tokens=0,
-                        cost_usd=0.0, saved_usd=0.0, latency_s=0.0, attempts=0, cache_hit=False, mode="batch",
-                        status="budget_exceeded", error_class=None, cache_key=key,
-                    )  # fmt: skip
+                    self._ledger_not_sent(model, "embedding", key, "batch")
         if not admitted:
             return {}
         items = [(chunk_id, {"model": model, "input": inputs, "encoding_format": "float"}) for chunk_id, _, inputs in admitted]
