@@ -29,9 +29,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resources.warehouse import Warehouse  # noqa: E402
-from synth_assets.classify import ClassifierConfig, random_forest  # noqa: E402
-from synth_assets.features import HashedNgramSettings, embed_texts, failed_rows, hashed_ngram_featurizer  # noqa: E402
-from synth_assets.tables import markdown_table  # noqa: E402
+from synth_assets.filtering.quality_classifier import ClassifierConfig, random_forest  # noqa: E402
+from synth_assets.filtering.features import HashedNgramSettings, embed_texts, failed_rows, hashed_ngram_featurizer  # noqa: E402
+from synth_assets.common.tables import markdown_table  # noqa: E402
 
 BATCH = 256  # filtered_textbook's default batch size
 

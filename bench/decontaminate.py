@@ -38,8 +38,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synth_assets.benchmarks import load_humaneval  # noqa: E402
-from synth_assets.similarity import (  # noqa: E402
+from synth_assets.decontamination.benchmarks import load_humaneval  # noqa: E402
+from synth_assets.decontamination.similarity import (  # noqa: E402
     BenchmarkIndex,
     CodeDocument,
     NgramBatch,

@@ -9,7 +9,7 @@ only the signature computation differs:
 
 * baseline: one `datasketch.MinHash(num_perm=256)` per document, `update_batch`
   with the encoded shingles (default sha1 hashing);
-* ours: `synth_assets.dedup.MinHasher` (xxh32 token hashes, vectorised shingle
+* ours: `synth_assets.ingest.dedup.MinHasher` (xxh32 token hashes, vectorised shingle
   hashes and datasketch's affine32 permutations over blocks of documents).
 
 Throughput is documents per CPU second (process time, plus children: there are
@@ -33,14 +33,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synth_assets.dedup import (  # noqa: E402
+from synth_assets.ingest.dedup import (  # noqa: E402
     MinHasher,
     NearDedupParams,
     baseline_minhash,
     cluster_near_duplicates,
     has_shingles,
 )
-from synth_assets.sources import RawDocument, read_python_tree, stdlib_path  # noqa: E402
+from synth_assets.ingest.sources import RawDocument, read_python_tree, stdlib_path  # noqa: E402
 
 SIGN_BATCH = 512  # documents signed together, as in the asset's batches
 
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     print(f"corpus: {len(texts)} documents ({len(planted)} planted edited copies), {megabytes:.1f} MB")
     print(f"params: ngram={params.ngram_size} num_perm={params.num_perm} threshold={params.threshold}")
 
-    routes = {"datasketch baseline": run_baseline, "synth_assets.dedup": run_ours}
+    routes = {"datasketch baseline": run_baseline, "synth_assets.ingest.dedup": run_ours}
     cpu = {name: [] for name in routes}
     wall = {name: [] for name in routes}
     removed = {}
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
 
     base, ours = (removed[name] for name in routes)
     base_ids, our_ids = {d.doc_id for d in base}, {d.doc_id for d in ours}
-    speedup = rate["synth_assets.dedup"] / rate["datasketch baseline"]
+    speedup = rate["synth_assets.ingest.dedup"] / rate["datasketch baseline"]
     count_diff = abs(len(our_ids) - len(base_ids)) / max(len(base_ids), 1)
     print()
     print(f"speedup (docs per CPU second): {speedup:.2f}x   target >= 3x: {'PASS' if speedup >= 3 else 'FAIL'}")

@@ -1,4 +1,4 @@
-"""Sandbox throughput: executed solutions per second through synth_assets.sandbox
+"""Sandbox throughput: executed solutions per second through synth_assets.common.sandbox
 (thread pool over both cores, full isolation) versus a plain
 `subprocess.run([python, "-c", solution + tests])` per solution on the same pool,
 on the same set of small solutions with asserts.
@@ -14,7 +14,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from synth_assets.sandbox import SandboxJob, SandboxLimits, isolation_report, resolve_python, run_many
+from synth_assets.common.sandbox import SandboxJob, SandboxLimits, isolation_report, resolve_python, run_many
 
 
 def make_jobs(n: int) -> list[SandboxJob]:

@@ -28,7 +28,7 @@ from quality_checks.suites import (
     all_check_specs,
 )
 from resources.warehouse import Warehouse
-from synth_assets.tables import markdown_table
+from synth_assets.common.tables import markdown_table
 
 OFFENDING_ROWS_SHOWN = 5
 

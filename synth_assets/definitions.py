@@ -1,11 +1,12 @@
 """The one entry point: every asset, check, sensor, schedule, job and resource of synth-assets.
 
-Nothing else happens here. The DAG, in the order the modules are listed:
+Nothing else happens here. The DAG, in the order the groups are listed:
 
     raw_stack_plus ─> annotated_sample ─> quality_classifier ─> filtered_textbook ─┐
     textbook_prompts ─> synthetic_textbook ───────────────────────────────────────┼─> training_data_release
     code_exercises ─> contamination_report ─> decontaminated_exercises ───────────┘
     (every LLM-using asset) ─> cost_report
+    (every table the lineage joins read) ─> lineage_views
 
     textbook_prompts and code_exercises read raw_stack_plus / filtered_textbook when
     those tables exist (personas, OSS-Instruct snippets) but do not depend on them, so
@@ -19,16 +20,21 @@ import dagster as dg
 from quality_checks.checks import all_asset_checks
 from resources.llm import LLMResource
 from resources.warehouse import Warehouse
-from synth_assets.annotate import annotated_sample
-from synth_assets.automation import all_jobs, all_schedules, all_sensors
-from synth_assets.classify import quality_classifier
-from synth_assets.decontaminate import decontamination_assets
-from synth_assets.exercises import code_exercises
-from synth_assets.filter import filtered_textbook
-from synth_assets.ingest import raw_stack_plus
-from synth_assets.release import training_data_release
-from synth_assets.reports import cost_report
-from synth_assets.textbook import synthetic_textbook, textbook_prompts
+from synth_assets.automation import automation_sensor
+from synth_assets.decontamination.contamination_report import contamination_report
+from synth_assets.decontamination.decontaminated_exercises import decontaminated_exercises
+from synth_assets.filtering.annotated_sample import annotated_sample
+from synth_assets.filtering.filtered_textbook import filtered_textbook
+from synth_assets.filtering.quality_classifier import quality_classifier
+from synth_assets.ingest.corpus_sensor import corpus_change_sensor
+from synth_assets.ingest.raw_stack_plus import raw_stack_plus
+from synth_assets.reports.cost_report import cost_report
+from synth_assets.reports.lineage_views import lineage_views
+from synth_assets.reports.schedules import cost_report_job, daily_cost_report_schedule
+from synth_assets.reports.training_data_release import training_data_release
+from synth_assets.synthesis.code_exercises import code_exercises
+from synth_assets.synthesis.synthetic_textbook import synthetic_textbook
+from synth_assets.synthesis.textbook_prompts import textbook_prompts
 
 main_job = dg.define_asset_job(
     "main_job",
@@ -38,21 +44,28 @@ main_job = dg.define_asset_job(
 
 defs = dg.Definitions(
     assets=[
+        # ingest
         raw_stack_plus,
+        # filtering
         annotated_sample,
         quality_classifier,
         filtered_textbook,
+        # synthesis
         textbook_prompts,
         synthetic_textbook,
         code_exercises,
-        *decontamination_assets,
+        # decontamination
+        contamination_report,
+        decontaminated_exercises,
+        # reports
         cost_report,
+        lineage_views,
         training_data_release,
     ],
     asset_checks=all_asset_checks,
-    jobs=[main_job, *all_jobs],
-    sensors=all_sensors,
-    schedules=all_schedules,
+    jobs=[main_job, cost_report_job],
+    sensors=[automation_sensor, corpus_change_sensor],
+    schedules=[daily_cost_report_schedule],
     resources={
         "warehouse": Warehouse(),
         "llm": LLMResource(),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from synth_assets.benchmarks import BenchmarkProblem
+from synth_assets.decontamination.benchmarks import BenchmarkProblem
 
 SKIPPED_STDLIB_DIRS = {"site-packages", "test", "tests", "idlelib", "lib2to3", "turtledemo", "tkinter"}
 

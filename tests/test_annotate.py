@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from resources.llm import LLMResource
-from synth_assets.annotate import (
+from synth_assets.filtering.annotated_sample import (
     PROMPT_VERSION,
     TRUNCATION_MARKER,
     AnnotateConfig,
@@ -223,7 +223,7 @@ def test_annotated_sample_fails_clearly_on_empty_corpus(warehouse):
 
 
 def test_label_threshold_unset_depends_on_the_endpoint_and_a_set_value_wins():
-    from synth_assets.annotate import resolve_label_threshold
+    from synth_assets.filtering.annotated_sample import resolve_label_threshold
 
     assert resolve_label_threshold(None, endpoint_is_local=False) == 3
     assert resolve_label_threshold(None, endpoint_is_local=True) == 2

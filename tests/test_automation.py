@@ -10,19 +10,13 @@ from datetime import datetime, timezone
 import dagster as dg
 import pytest
 
-from synth_assets.automation import (
-    CORPUS_PATHS_ENV,
-    all_jobs,
-    all_schedules,
-    all_sensors,
-    automation_sensor,
-    corpus_change_sensor,
-    corpus_fingerprint,
-    daily_cost_report_schedule,
-    watched_corpus_paths,
-)
-from synth_assets.reports import cost_report
-from synth_assets.sources import stdlib_path
+from synth_assets.automation import automation_sensor
+from synth_assets.definitions import defs as project_defs
+from synth_assets.ingest.corpus_sensor import corpus_change_sensor, corpus_fingerprint, watched_corpus_paths
+from synth_assets.ingest.raw_stack_plus import CORPUS_PATHS_ENV
+from synth_assets.reports.schedules import cost_report_job, daily_cost_report_schedule
+from synth_assets.reports.cost_report import cost_report
+from synth_assets.ingest.sources import stdlib_path
 
 
 @pytest.fixture
@@ -133,8 +127,8 @@ def test_daily_schedule_materializes_cost_report(warehouse, tmp_path):
     assert daily_cost_report_schedule.execution_timezone == "UTC"
     defs = dg.Definitions(
         assets=[cost_report],
-        jobs=all_jobs,
-        schedules=all_schedules,
+        jobs=[cost_report_job],
+        schedules=[daily_cost_report_schedule],
         # corpus_change_sensor targets raw_stack_plus, which this code location does not hold
         sensors=[automation_sensor],
         resources={"warehouse": warehouse},
@@ -163,4 +157,4 @@ def test_automation_sensor_targets_everything_and_runs_by_default():
     assert automation_sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert automation_sensor.minimum_interval_seconds == 30
     assert corpus_change_sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    assert {s.name for s in all_sensors} == {"automation_sensor", "corpus_change_sensor"}
+    assert {s.name for s in project_defs.sensors} == {"automation_sensor", "corpus_change_sensor"}

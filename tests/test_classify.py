@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from resources.llm import LLMResource
-from synth_assets.classify import (
+from synth_assets.filtering.quality_classifier import (
     BASELINE,
     VERSIONS_TABLE,
     ClassifierConfig,
@@ -27,7 +27,7 @@ from synth_assets.classify import (
     train_quality_model,
     training_data_hash,
 )
-from synth_assets.features import EMBEDDINGS, HASHED_NGRAMS, code_tokens
+from synth_assets.filtering.features import EMBEDDINGS, HASHED_NGRAMS, code_tokens
 from tests.openai_double import OpenAIDouble, hashed_bag_of_words
 
 NOUNS = ["apple", "invoice", "student", "planet", "ticket", "recipe", "sensor", "library", "garden", "rocket"]

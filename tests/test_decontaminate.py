@@ -10,13 +10,9 @@ import polars as pl
 import pytest
 
 from resources.llm import LLMResource
-from synth_assets.benchmarks import load_humaneval
-from synth_assets.decontaminate import (
-    REPORT_SCHEMA,
-    DecontaminationConfig,
-    contamination_report,
-    decontaminated_exercises,
-)
+from synth_assets.decontamination.benchmarks import load_humaneval
+from synth_assets.decontamination.contamination_report import REPORT_SCHEMA, DecontaminationConfig, contamination_report
+from synth_assets.decontamination.decontaminated_exercises import decontaminated_exercises
 from tests.contamination_variants import VARIANTS, plant_variants, stdlib_exercises
 from tests.openai_double import OpenAIDouble
 

@@ -6,7 +6,7 @@ import numpy as np
 from datasketch import MinHash
 
 from synth_assets import dedup
-from synth_assets.dedup import (
+from synth_assets.ingest.dedup import (
     MinHasher,
     NearDedupParams,
     baseline_minhash,

@@ -11,7 +11,7 @@ import dagster as dg
 import polars as pl
 
 from resources.llm import LLMResource, StructuredResult
-from synth_assets.exercises import (
+from synth_assets.synthesis.code_exercises import (
     CodeExercisesConfig,
     ExerciseDraft,
     assemble_function,
@@ -20,7 +20,7 @@ from synth_assets.exercises import (
     parse_answer,
     validate_function,
 )
-from synth_assets.prompt_plans import load_catalog, plan_exercises
+from synth_assets.synthesis.prompt_plans import load_catalog, plan_exercises
 from tests.openai_double import OpenAIDouble
 
 GOOD = 'def double_it(n):\n    """Return n doubled."""\n    return n * 2\n'

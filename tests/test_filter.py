@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 
 from resources.llm import LLMResource
-from synth_assets.classify import ClassifierConfig, record_version, save_model, train_quality_model
-from synth_assets.features import EMBEDDINGS, HASHED_NGRAMS, truncate_for_embedding
-from synth_assets.filter import FilterConfig, filtered_textbook, iter_batches, score_histogram
+from synth_assets.filtering.quality_classifier import ClassifierConfig, record_version, save_model, train_quality_model
+from synth_assets.filtering.features import EMBEDDINGS, HASHED_NGRAMS, truncate_for_embedding
+from synth_assets.filtering.filtered_textbook import FilterConfig, filtered_textbook, iter_batches, score_histogram
 from tests.openai_double import OpenAIDouble, hashed_bag_of_words
 from tests.test_classify import annotation_rows, junk_doc, labelled_corpus, raw_stack_plus_rows, tutorial_doc
 

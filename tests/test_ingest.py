@@ -5,8 +5,8 @@ import re
 import dagster as dg
 import pytest
 
-from synth_assets.dedup import content_hash, normalise_content
-from synth_assets.ingest import (
+from synth_assets.ingest.dedup import content_hash, normalise_content
+from synth_assets.ingest.raw_stack_plus import (
     RawStackPlusConfig,
     SourceSpec,
     count_tokens,
@@ -15,7 +15,7 @@ from synth_assets.ingest import (
     parses_as_python,
     raw_stack_plus,
 )
-from synth_assets.sources import RawDocument, stdlib_path
+from synth_assets.ingest.sources import RawDocument, stdlib_path
 from tests.fixtures_corpus import (
     make_posts_xml,
     make_python_tree,

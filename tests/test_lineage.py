@@ -10,7 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from synth_assets.lineage import LineageError, create_lineage_views, main, resolve_id, trace
+from synth_assets.reports.lineage import LineageError, main, resolve_id, trace
+from synth_assets.reports.lineage_views import create_lineage_views
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 1, 1, 12, 0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from synth_assets.diversity import distinct_n, find_near_duplicates, near_duplicate_rate
-from synth_assets.prompt_plans import (
+from synth_assets.synthesis.diversity import distinct_n, find_near_duplicates, near_duplicate_rate
+from synth_assets.synthesis.prompt_plans import (
     Persona,
     dedupe_personas,
     load_catalog,

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from synth_assets.release import (
+from synth_assets.reports.training_data_release import (
     RELEASE_CONFIGS,
     ReleaseConfig,
     build_release,
@@ -56,7 +56,7 @@ def pipeline_tables(warehouse) -> None:
         "model": [e[3] for e in EXERCISES] + ["gpt-4o-mini"],
         "passed": [True, True, False],
     }))
-    # as synth_assets/decontaminate.py writes it: verdict, free-text reason, fired_signals
+    # as synth_assets/decontamination/contamination_report.py writes it: verdict, free-text reason, fired_signals
     warehouse.write_table("contamination_report", pl.DataFrame({
         "exercise_id": ["ex-1", "ex-2", "ex-3", "ex-4", "ex-5", "ex-6"],
         "verdict": ["clean", "clean", "contaminated", "contaminated", "contaminated", "clean"],

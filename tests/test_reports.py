@@ -10,7 +10,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from synth_assets.reports import build_cost_report, cost_report, normalise_ledger
+from synth_assets.reports.cost_report import build_cost_report, cost_report, normalise_ledger
+from synth_assets.reports.lineage_views import lineage_views
 
 DAY1 = datetime(2026, 1, 1, 23, 30, tzinfo=timezone.utc)  # late in the UTC day: must stay on day 1
 DAY2 = datetime(2026, 1, 2, 8, 0, tzinfo=timezone.utc)
@@ -172,8 +173,11 @@ def test_asset_writes_table_html_and_metadata_equal_to_ledger(warehouse, tmp_pat
     assert '<img alt="spend" src="data:image/png;base64,' in html
     assert "<td>run-2</td>" in html and "mystery-model" in html and "$0.240000" in html
 
-    # the lineage views were created by the report (llm_calls exists, pipeline tables do not)
-    assert "lineage_llm_calls_by_key" in metadata["lineage_views"].value
+    # the lineage_views asset creates the views (llm_calls exists, pipeline tables do not)
+    views = dg.materialize([lineage_views], resources={"warehouse": warehouse})
+    (views_event,) = views.asset_materializations_for_node("lineage_views")
+    assert "lineage_llm_calls_by_key" in views_event.metadata["lineage_views"].value
+    assert "skipped: table code_exercises does not exist" in views_event.metadata["lineage_views"].value
     by_cache_key = warehouse.query("SELECT * FROM lineage_llm_calls_by_key ORDER BY cache_key")
     assert by_cache_key["llm_cost_usd"].sum() == pytest.approx(ledger["cost"])
 
@@ -201,7 +205,7 @@ def test_report_on_the_ledger_the_llm_layer_writes(warehouse):
     """The real LLM layer (openai client against the local HTTP double) writes llm_calls;
     the report reads its columns and its totals equal the ledger's."""
     from resources.llm import ChatRequest, LLMResource
-    from synth_assets.lineage import create_lineage_views
+    from synth_assets.reports.lineage_views import create_lineage_views
     from tests.openai_double import OpenAIDouble
 
     requests = [ChatRequest(messages=[{"role": "user", "content": f"question {i}"}]) for i in range(3)]

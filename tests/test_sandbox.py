@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from synth_assets.sandbox import RESULT_PREFIX, SandboxJob, SandboxLimits, isolation_report, run_many, run_solution
+from synth_assets.common.sandbox import RESULT_PREFIX, SandboxJob, SandboxLimits, isolation_report, run_many, run_solution
 
 GOOD = "def add(a, b):\n    return a + b\n"
 FAST = SandboxLimits(timeout_s=3.0, cpu_s=3)
@@ -111,7 +111,7 @@ def test_kernel_process_limit_stops_fork_without_the_prelude():
     """Below the prelude: the child setup alone (uid nobody + RLIMIT_NPROC) refuses fork."""
     import subprocess
 
-    from synth_assets.sandbox import _child_setup, resolve_python
+    from synth_assets.common.sandbox import _child_setup, resolve_python
 
     python, drops = resolve_python(None, True)
     code = "import os\ntry:\n    os.fork()\nexcept BlockingIOError:\n    print('refused')\nelse:\n    print('forked')\n"

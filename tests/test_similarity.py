@@ -9,11 +9,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from synth_assets.benchmarks import BenchmarkError, load_benchmarks, load_humaneval, read_benchmark_jsonl
+from synth_assets.decontamination.benchmarks import BenchmarkError, load_benchmarks, load_humaneval, read_benchmark_jsonl
 import xxhash
 from datasketch import MinHash
 
-from synth_assets.similarity import (
+from synth_assets.decontamination.similarity import (
     AstIndex,
     BenchmarkIndex,
     CodeDocument,

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from synth_assets.sources import (
+from synth_assets.ingest.sources import (
     RawDocument,
     Reject,
     SourceNotFound,
@@ -163,7 +163,7 @@ def test_directories_that_cannot_be_listed_are_recorded(tmp_path, monkeypatch):
         onerror(PermissionError(13, "Permission denied", str(tmp_path / "locked")))
         yield from real_walk(top, onerror=onerror, **kwargs)
 
-    monkeypatch.setattr("synth_assets.sources.os.walk", walk_with_error)
+    monkeypatch.setattr("synth_assets.ingest.sources.os.walk", walk_with_error)
     docs, rejects = split(list(read_python_tree(tmp_path)))
     assert len(docs) == 1
     assert [(r.origin, r.reason) for r in rejects] == [(str(tmp_path / "locked"), "unreadable")]

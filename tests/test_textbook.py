@@ -11,15 +11,8 @@ import zlib
 import dagster as dg
 
 from resources.llm import LLMResource
-from synth_assets.textbook import (
-    SyntheticTextbookConfig,
-    TextbookPromptsConfig,
-    blocks_parse,
-    code_blocks,
-    required_words_used,
-    synthetic_textbook,
-    textbook_prompts,
-)
+from synth_assets.synthesis.synthetic_textbook import SyntheticTextbookConfig, blocks_parse, code_blocks, required_words_used, synthetic_textbook
+from synth_assets.synthesis.textbook_prompts import TextbookPromptsConfig, textbook_prompts
 from tests.openai_double import OpenAIDouble
 
 CANNED = (

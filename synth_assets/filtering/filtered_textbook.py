@@ -14,9 +14,9 @@ from pydantic import Field
 from resources.llm import LLMResource
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
-from synth_assets.classify import VERSIONS_TABLE, QualityModel, load_model
-from synth_assets.features import EMBEDDINGS
-from synth_assets.tables import markdown_table, table_result
+from synth_assets.filtering.quality_classifier import VERSIONS_TABLE, QualityModel, load_model
+from synth_assets.filtering.features import EMBEDDINGS
+from synth_assets.common.tables import markdown_table, table_result
 
 SCORES_TABLE = "textbook_scores"
 FILTERED_TABLE = "filtered_textbook"

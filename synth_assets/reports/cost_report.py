@@ -21,7 +21,7 @@ from pydantic import Field
 
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
-from synth_assets.tables import markdown_table, table_result
+from synth_assets.common.tables import markdown_table, table_result
 
 LEDGER_TABLE = "llm_calls"
 COST_REPORT_TABLE = "cost_report"
@@ -395,17 +395,14 @@ def cost_report(context: dg.AssetExecutionContext, config: CostReportConfig, war
     at zero silently. An empty or missing ledger gives a zero report with a note.
 
     Writes the `cost_report` table (one row per asset), an HTML report (tables + chart, path in
-    the config, default `data/reports/cost_report.html`), and (re)creates the lineage views
-    (`lineage_exercises`, `lineage_textbook`, `lineage_filtered`) for the tables that exist.
+    the config, default `data/reports/cost_report.html`). The lineage views are the
+    `lineage_views` asset's.
     Also runs daily at 06:00 UTC (`daily_cost_report_schedule`)."""
     calls, notes = load_ledger(warehouse)
     report = build_cost_report(calls, top_n=config.top_n, notes=notes)
     png = spend_chart_png(report)
     report_path = write_html(config.report_path, render_html(report, png))
     warehouse.write_table(COST_REPORT_TABLE, cost_report_table(report))
-    from synth_assets.lineage import create_lineage_views  # lineage imports this module
-
-    views = create_lineage_views(warehouse)
     for note in report.notes:
         context.log.info(note)
     t = report.totals
@@ -423,8 +420,5 @@ def cost_report(context: dg.AssetExecutionContext, config: CostReportConfig, war
         "total_saved_usd": dg.MetadataValue.float(float(t["saved_usd"])),
         "no_cache_cost_usd": dg.MetadataValue.float(float(t["no_cache_cost_usd"])),
         "unknown_price_calls": dg.MetadataValue.int(int(t["unknown_price_calls"])),
-        "lineage_views": dg.MetadataValue.md(
-            markdown_table(sorted(views.items()), ["view", "status"]) if views else "_none_"
-        ),
     }
     return table_result(warehouse, COST_REPORT_TABLE, metadata)

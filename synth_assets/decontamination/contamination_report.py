@@ -1,7 +1,7 @@
 """`contamination_report` and `decontaminated_exercises`: phi-1 section 5 decontamination
 of the generated code exercises against HumanEval (and any extra benchmark JSONL).
 
-Four signals per exercise (synth_assets/similarity.py): 13-gram overlap, MinHash Jaccard
+Four signals per exercise (synth_assets/decontamination/similarity.py): 13-gram overlap, MinHash Jaccard
 of normalised code shingles, embedding cosine/L2 through the LLM layer, and the AST match
 rate of identifier/literal/order-normalised syntax trees. Any signal at or above its
 threshold marks the exercise contaminated; the reason names signal, score, threshold
@@ -21,8 +21,8 @@ from pydantic import Field
 from resources.llm import LLMResource
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
-from synth_assets.benchmarks import BenchmarkProblem, load_benchmarks
-from synth_assets.similarity import (
+from synth_assets.decontamination.benchmarks import BenchmarkProblem, load_benchmarks
+from synth_assets.decontamination.similarity import (
     SIGNALS,
     AstConfig,
     BenchmarkIndex,
@@ -34,12 +34,11 @@ from synth_assets.similarity import (
     exercise_source,
     verdict,
 )
-from synth_assets.tables import markdown_table, table_result
+from synth_assets.common.tables import markdown_table, table_result
 
 CODE_VERSION = "decontaminate-1"
 EXERCISES_TABLE = "code_exercises"
 REPORT_TABLE = "contamination_report"
-KEPT_TABLE = "decontaminated_exercises"
 CLEAN = "clean"
 CONTAMINATED = "contaminated"
 
@@ -318,41 +317,3 @@ def contamination_report(
         f"ast {metadata['removed_by/ast']}, embedding {metadata['removed_by/embedding']})"
     )
     return table_result(warehouse, REPORT_TABLE, {**metadata, **llm_metadata})
-
-
-@dg.asset(
-    name=KEPT_TABLE,
-    deps=[dg.AssetKey(EXERCISES_TABLE), dg.AssetKey(REPORT_TABLE)],
-    group_name="decontamination",
-    pool="duckdb",
-    kinds={"duckdb", "python"},
-    owners=["team:synth-assets"],
-    code_version=CODE_VERSION,
-    automation_condition=on_upstream_change(),
-)
-def decontaminated_exercises(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-    """The `code_exercises` rows whose `contamination_report` verdict is `clean`, same
-    columns and `exercise_id` (row lineage). Why a row is missing: see its `reason` in
-    `contamination_report`. Fails if any exercise has no verdict (stale report)."""
-    unjudged = warehouse.query(
-        f'SELECT count(*) AS n FROM "{EXERCISES_TABLE}" c ANTI JOIN "{REPORT_TABLE}" r USING (exercise_id)'
-    )["n"][0]
-    if unjudged:
-        raise dg.Failure(
-            f"{unjudged} code exercises have no contamination verdict; re-materialize {REPORT_TABLE} first"
-        )
-    warehouse.execute(
-        f'CREATE OR REPLACE TABLE "{KEPT_TABLE}" AS SELECT c.* FROM "{EXERCISES_TABLE}" c '
-        f"JOIN \"{REPORT_TABLE}\" r USING (exercise_id) WHERE r.verdict = '{CLEAN}' ORDER BY c.exercise_id"
-    )
-    counts = warehouse.query(f'SELECT verdict, count(*) AS n FROM "{REPORT_TABLE}" GROUP BY verdict')
-    by_verdict = dict(zip(counts["verdict"].to_list(), counts["n"].to_list()))
-    context.log.info(f"{KEPT_TABLE}: kept {by_verdict.get(CLEAN, 0)}, removed {by_verdict.get(CONTAMINATED, 0)}")
-    return table_result(
-        warehouse,
-        KEPT_TABLE,
-        {"kept": by_verdict.get(CLEAN, 0), "removed_as_contaminated": by_verdict.get(CONTAMINATED, 0)},
-    )
-
-
-decontamination_assets = [contamination_report, decontaminated_exercises]

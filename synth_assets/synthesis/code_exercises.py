@@ -30,10 +30,10 @@ from pydantic import BaseModel, Field
 from synth_assets.automation import on_code_change
 from resources.llm import ChatRequest, LLMResource, StructuredResult
 from resources.warehouse import Warehouse
-from synth_assets.diversity import diversity_metadata
-from synth_assets.prompt_plans import ExercisePlan, load_catalog, plan_exercises, sample_corpus_snippets
-from synth_assets.sandbox import SandboxJob, SandboxLimits, isolation_report, run_many
-from synth_assets.tables import counts_markdown, table_result
+from synth_assets.synthesis.diversity import diversity_metadata
+from synth_assets.synthesis.prompt_plans import ExercisePlan, load_catalog, plan_exercises, sample_corpus_snippets
+from synth_assets.common.sandbox import SandboxJob, SandboxLimits, isolation_report, run_many
+from synth_assets.common.tables import counts_markdown, table_result
 
 PROMPT_VERSION = "exercise-v2"
 CODE_VERSION = f"code_exercises-1+{PROMPT_VERSION}"

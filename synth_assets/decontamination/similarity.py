@@ -1,6 +1,6 @@
 """Four similarity signals between code exercises and benchmark problems.
 
-Plain functions and small index classes; `synth_assets/decontaminate.py` wires them into
+Plain functions and small index classes; `synth_assets/decontamination/contamination_report.py` wires them into
 assets and `bench/decontaminate.py` times them. Every index is built once over the
 benchmark (164 HumanEval problems), and each exercise is split into docstring and code once:
 

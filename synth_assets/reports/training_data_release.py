@@ -25,12 +25,12 @@ from pydantic import Field
 
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
-from synth_assets.reports import CostReport, build_cost_report, load_ledger, render_markdown
-from synth_assets.tables import markdown_table, table_result
+from synth_assets.reports.cost_report import CostReport, build_cost_report, load_ledger, render_markdown
+from synth_assets.common.tables import markdown_table, table_result
 
 RELEASE_TABLE = "training_data_release"
 CONTAMINATION_TABLE = "contamination_report"
-CONTAMINATED = "contaminated"  # synth_assets/decontaminate.py verdict label
+CONTAMINATED = "contaminated"  # synth_assets/decontamination/contamination_report.py verdict label
 DEFAULT_RELEASE_DIR = "data/release"
 SHARD = "train-00000-of-00001"
 # Tokens are counted as in the ingest when a table carries a count column; otherwise as

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from resources.llm import ChatRequest, LLMResource, StructuredResult, estimate_tokens
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
-from synth_assets.tables import markdown_table, table_result
+from synth_assets.common.tables import markdown_table, table_result
 
 # Bump when the rubric, the messages or the schema change: it is part of the asset's
 # code_version, so automation re-grades. The LLM cache is keyed on the request itself, so

@@ -17,7 +17,7 @@ import polars as pl
 from pydantic import Field
 
 from resources.warehouse import Warehouse
-from synth_assets.dedup import (
+from synth_assets.ingest.dedup import (
     MinHasher,
     NearDedupParams,
     NearDuplicate,
@@ -26,7 +26,7 @@ from synth_assets.dedup import (
     has_shingles,
     normalise_content,
 )
-from synth_assets.sources import (
+from synth_assets.ingest.sources import (
     DEFAULT_EXCLUDE_DIRS,
     DEFAULT_MAX_BYTES,
     SOURCE_KINDS,
@@ -37,7 +37,7 @@ from synth_assets.sources import (
     require_path,
     stdlib_path,
 )
-from synth_assets.tables import counts_markdown, markdown_table, table_result
+from synth_assets.common.tables import counts_markdown, markdown_table, table_result
 
 RAW_TABLE = "raw_stack_plus"
 REMOVED_TABLE = "dedup_removed"

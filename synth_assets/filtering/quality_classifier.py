@@ -27,7 +27,7 @@ from sklearn.pipeline import Pipeline
 from resources.llm import LLMResource
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
-from synth_assets.features import (
+from synth_assets.filtering.features import (
     EMBEDDINGS,
     FEATURE_SETS,
     HASHED_NGRAMS,
@@ -36,7 +36,7 @@ from synth_assets.features import (
     failed_rows,
     hashed_ngram_featurizer,
 )
-from synth_assets.tables import markdown_table, table_result
+from synth_assets.common.tables import markdown_table, table_result
 
 # Bump with any change to featurization, model or selection logic: it is part of the
 # classifier version, so a new model never overwrites an old artefact.
