@@ -39,18 +39,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from synth_assets.decontamination.benchmarks import load_humaneval  # noqa: E402
-from synth_assets.decontamination.similarity import (  # noqa: E402
+from synth_assets.decontamination.benchmark_index import (  # noqa: E402
     BenchmarkIndex,
-    CodeDocument,
-    NgramBatch,
     Thresholds,
-    all_pairs_ngram_overlap,
     available_cores,
     exercise_source,
-    hashed_bag_of_words,
-    plain_ngram_set,
     verdict,
 )
+from synth_assets.decontamination.signals.code_document import CodeDocument  # noqa: E402
+from synth_assets.decontamination.signals.embedding import hashed_bag_of_words  # noqa: E402
+from synth_assets.decontamination.signals.ngram import NgramBatch, all_pairs_ngram_overlap, plain_ngram_set  # noqa: E402
 from tests.contamination_variants import VARIANTS, plant_variants, stdlib_exercises  # noqa: E402
 
 SWEEP = {

@@ -9,8 +9,9 @@ only the signature computation differs:
 
 * baseline: one `datasketch.MinHash(num_perm=256)` per document, `update_batch`
   with the encoded shingles (default sha1 hashing);
-* ours: `synth_assets.ingest.dedup.MinHasher` (xxh32 token hashes, vectorised shingle
-  hashes and datasketch's affine32 permutations over blocks of documents).
+* ours: `synth_assets.common.minhash.MinHasher`, the MinHash every near-duplicate
+  question in the pipeline shares (xxh32 token hashes, vectorised shingle hashes and
+  datasketch's affine32 permutations over blocks of documents).
 
 Throughput is documents per CPU second (process time, plus children: there are
 none), median over --repeats. Peak memory is measured in a separate, untimed run

@@ -1,5 +1,6 @@
-"""The asset checks: every `CheckSpec` of `quality_checks.suites` as a Dagster
-`@asset_check` that reads the asset's table through the `warehouse` resource.
+"""The asset checks: every `CheckSpec` of the group modules (`quality_checks.ingest`,
+`filtering`, `synthesis`, `decontamination`, `reports`), assembled here in DAG order, as
+a Dagster `@asset_check` that reads the asset's table through the `warehouse` resource.
 
 A check runs its SQL rules on the full table in DuckDB, then its GX suite on the table
 (or on a seeded reservoir sample when the table is large), and returns one
@@ -16,8 +17,9 @@ import dagster as dg
 import duckdb
 import polars as pl
 
+from quality_checks import decontamination, filtering, ingest, reports, synthesis
 from quality_checks.gx_runner import RuleOutcome, validate_frame
-from quality_checks.suites import (
+from quality_checks.rules import (
     DEFAULT_BOUNDS,
     CheckSpec,
     FrameRule,
@@ -25,12 +27,23 @@ from quality_checks.suites import (
     Rule,
     SqlMetricRule,
     SqlRowRule,
-    all_check_specs,
 )
 from resources.warehouse import Warehouse
 from synth_assets.common.tables import markdown_table
 
 OFFENDING_ROWS_SHOWN = 5
+
+
+def all_check_specs(bounds: QualityBounds = DEFAULT_BOUNDS) -> list[CheckSpec]:
+    """Every check, in DAG order, group by group. Built on each call, so the values each
+    group reads from its asset modules are the current ones."""
+    return [
+        *ingest.check_specs(bounds),
+        *filtering.check_specs(bounds),
+        *synthesis.check_specs(bounds),
+        *decontamination.check_specs(bounds),
+        *reports.check_specs(bounds),
+    ]
 
 
 def run_rule(conn: duckdb.DuckDBPyConnection, rule: Rule, table: str) -> RuleOutcome:
@@ -95,7 +108,9 @@ def load_gx_frame(
     existing = {
         name
         for (name,) in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [spec.table]
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_catalog = 'lake' AND table_schema = 'main' AND table_name = ?",
+            [spec.table],
         ).fetchall()
     }
     wanted = ([spec.id_column] if spec.id_column else []) + suite_columns(suite)
@@ -205,4 +220,4 @@ def build_asset_checks(
 
 all_asset_checks = build_asset_checks()
 
-__all__ = ["all_asset_checks", "build_asset_checks", "evaluate_spec"]
+__all__ = ["all_asset_checks", "all_check_specs", "build_asset_checks", "evaluate_spec"]

@@ -29,6 +29,7 @@ from synth_assets.filtering.quality_classifier import quality_classifier
 from synth_assets.ingest.corpus_sensor import corpus_change_sensor
 from synth_assets.ingest.raw_stack_plus import raw_stack_plus
 from synth_assets.reports.cost_report import cost_report
+from synth_assets.reports.lake_maintenance import lake_maintenance_job, nightly_lake_maintenance_schedule
 from synth_assets.reports.lineage_views import lineage_views
 from synth_assets.reports.schedules import cost_report_job, daily_cost_report_schedule
 from synth_assets.reports.training_data_release import training_data_release
@@ -63,9 +64,9 @@ defs = dg.Definitions(
         training_data_release,
     ],
     asset_checks=all_asset_checks,
-    jobs=[main_job, cost_report_job],
+    jobs=[main_job, cost_report_job, lake_maintenance_job],
     sensors=[automation_sensor, corpus_change_sensor],
-    schedules=[daily_cost_report_schedule],
+    schedules=[daily_cost_report_schedule, nightly_lake_maintenance_schedule],
     resources={
         "warehouse": Warehouse(),
         "llm": LLMResource(),

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import sysconfig
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -15,8 +20,8 @@ from resources.warehouse import Warehouse
 
 @pytest.fixture
 def warehouse(tmp_path) -> Warehouse:
-    """A real DuckDB file in the test's temporary folder."""
-    return Warehouse(path=str(tmp_path / "warehouse.duckdb"))
+    """A real DuckLake (SQLite catalog + Parquet files) in the test's temporary folder."""
+    return Warehouse(path=str(tmp_path / "lake"))
 
 
 @pytest.fixture(autouse=True)
@@ -31,3 +36,51 @@ def _no_persistent_dagster_home(monkeypatch):
     from dagster._core.storage.defs_state.base import _current_storage
 
     _current_storage.set(None)
+
+
+# --------------------------------------------------------------------------- small real corpora
+
+# A module "teaches classes" when a class statement is within its first 1000 characters
+# (the UI test's grader double sees the first 1200): those and modules that never say
+# "class" are the two halves of a small corpus, so an LLM double that grades by it gives
+# the classifier two balanced, learnable classes.
+CLASS_STATEMENT = re.compile(r"^class \w", re.MULTILINE)
+_SKIPPED_DIRS = {"test", "tests", "site-packages", "idlelib", "lib2to3", "__pycache__", "turtledemo", "ensurepip"}
+
+
+def _stdlib_modules(min_bytes: int = 1_500, max_bytes: int = 20_000) -> tuple[list[Path], list[Path]]:
+    """(modules with an early class statement, modules without any), both sorted."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    with_class, without_class = [], []
+    for path in sorted(root.rglob("*.py")):
+        if _SKIPPED_DIRS & set(path.relative_to(root).parts[:-1]) or not min_bytes <= path.stat().st_size <= max_bytes:
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if CLASS_STATEMENT.search(text[:1000]):
+            with_class.append(path)
+        elif "class" not in text:
+            without_class.append(path)
+    return with_class, without_class
+
+
+@pytest.fixture(scope="session")
+def stdlib_corpus(tmp_path_factory) -> Callable[[int], Path]:
+    """`stdlib_corpus(n)`: a fresh folder holding n real standard-library modules (the
+    interpreter's own files, nobody here wrote them), half with an early class statement
+    and half without any, copied with their relative paths. The folder is named `stdlib`,
+    so raw_stack_plus names the source as it names the default corpus (a known source)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+
+    def make(n_files: int) -> Path:
+        with_class, without_class = _stdlib_modules()
+        picked = with_class[: n_files // 2] + without_class[: n_files - n_files // 2]
+        if len(picked) < n_files:
+            raise RuntimeError(f"only {len(picked)} suitable standard-library modules for a {n_files}-file corpus")
+        corpus = tmp_path_factory.mktemp("corpus") / "stdlib"
+        for path in picked:
+            target = corpus / path.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        return corpus
+
+    return make

@@ -5,19 +5,21 @@ import re
 import numpy as np
 from datasketch import MinHash
 
-from synth_assets import dedup
-from synth_assets.ingest.dedup import (
+from synth_assets.common.minhash import (
     MinHasher,
+    bigcode_tokens,
+    estimated_jaccard,
+    has_shingles,
+    shingles,
+    text_shingle_hashes,
+)
+from synth_assets.ingest.dedup import (
     NearDedupParams,
     baseline_minhash,
     cluster_near_duplicates,
     content_hash,
-    estimated_jaccard,
     near_duplicates_of_texts,
     normalise_content,
-    shingle_hashes,
-    shingles,
-    tokenize,
 )
 from tests.fixtures_corpus import near_copy, python_module
 
@@ -35,45 +37,45 @@ def test_normalisation_makes_line_ending_and_trailing_space_variants_one_doc_id(
 def test_tokens_are_bigcode_non_alpha_splits_lowercased():
     text = "Déf foo_Bar(x1, y):  return x1+ÿ"
     expected = [t.lower().encode() for t in re.split("[^A-Za-z_0-9]", text) if t]
-    assert tokenize(text) == expected
+    assert bigcode_tokens(text) == expected
     assert shingles([b"a", b"b"], 5) == [b"a b"]
-    assert shingles(tokenize("a b c d e f"), 5) == [b"a b c d e", b"b c d e f"]
+    assert shingles(bigcode_tokens("a b c d e f"), 5) == [b"a b c d e", b"b c d e f"]
 
 
 def test_shingle_hashes_count_distinct_shingles_like_the_textbook_route():
     text = python_module(5)
-    distinct = set(shingles(tokenize(text), 5))
-    assert len(set(shingle_hashes(text).tolist())) == len(distinct)
-    assert shingle_hashes("").size == 0
+    distinct = set(shingles(bigcode_tokens(text), 5))
+    assert len(set(text_shingle_hashes(text).tolist())) == len(distinct)
+    assert text_shingle_hashes("").size == 0
     # short documents get one shingle, different from the same tokens inside a 5-gram
-    assert shingle_hashes("a b").size == 1
+    assert text_shingle_hashes("a b").size == 1
 
 
 def test_vectorised_signature_equals_datasketch_update_batch():
     params = NearDedupParams(num_perm=64, seed=7)
     hasher = MinHasher(params)
-    hashes = shingle_hashes(python_module(6))
+    hashes = text_shingle_hashes(python_module(6))
     reference = MinHash(num_perm=64, seed=7, hashfunc=lambda value: value)
     reference.update_batch(hashes.tolist())
     np.testing.assert_array_equal(hasher.signature_from_hashes(hashes), reference.hashvalues)
     assert hasher.lean_minhash(hasher.signature_from_hashes(hashes)).jaccard(reference) == 1.0
 
 
-def test_batched_signatures_equal_one_document_at_a_time(monkeypatch):
-    monkeypatch.setattr(dedup, "_BLOCK_ROWS", 300)  # force multi-document blocks and split documents
+def test_batched_signatures_equal_one_document_at_a_time():
     hasher = MinHasher()
+    hasher.block_rows = 300  # force multi-document blocks and split documents
     texts = [python_module(seed, functions=n) for seed, n in ((1, 2), (2, 30), (3, 1), (4, 5), (5, 3))] + [""]
     together = hasher.signatures(texts)
     for text, row in zip(texts, together):
         np.testing.assert_array_equal(row, hasher.signatures([text])[0])
-    assert not dedup.has_shingles(together[-1]) and dedup.has_shingles(together[0])
+    assert not has_shingles(together[-1]) and has_shingles(together[0])
 
 
 def test_estimated_jaccard_tracks_the_true_jaccard():
     base = python_module(8, functions=20)
     lines = base.split("\n")
     edited = "\n".join(lines[: len(lines) // 2] + [line.replace("total", "acc") for line in lines[len(lines) // 2 :]])
-    a, b = set(shingles(tokenize(base), 5)), set(shingles(tokenize(edited), 5))
+    a, b = set(shingles(bigcode_tokens(base), 5)), set(shingles(bigcode_tokens(edited), 5))
     true_jaccard = len(a & b) / len(a | b)
     signatures = MinHasher().signatures([base, edited])
     assert abs(estimated_jaccard(*signatures) - true_jaccard) < 0.1

@@ -11,19 +11,13 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, Field
 
-from resources.llm import (
-    JSON_RETRY_SAMPLE_OFFSET,
-    ChatRequest,
-    LLMResource,
-    StructuredResult,
-    cache_key,
-    mean_pool,
-    parse_structured,
-    response_format_for,
-    strip_credentials,
-)
-from resources.pricing import price_usd
-from resources.ratelimit import RateLimiter
+from resources.llm import ChatRequest, LLMResource, StructuredResult
+from resources.llm.embeddings import mean_pool
+from resources.llm.endpoint import strip_credentials
+from resources.llm.pricing import price_usd
+from resources.llm.ratelimit import RateLimiter
+from resources.llm.store import cache_key
+from resources.llm.structured import JSON_RETRY_SAMPLE_OFFSET, parse_structured, response_format_for
 from resources.warehouse import Warehouse
 from tests.openai_double import OpenAIDouble, chat_usage
 
@@ -357,7 +351,7 @@ def test_log_estimate_is_calls_times_tokens_times_price(server, warehouse):
 
 
 def test_unknown_model_price_is_null_not_zero(server, warehouse, caplog):
-    caplog.set_level(logging.WARNING, logger="resources.pricing")
+    caplog.set_level(logging.WARNING, logger="resources.llm.pricing")
     with make_llm(server, model="acme-private-finetune-7b").session(None, warehouse) as session:
         session.complete([ask(1)])
         metadata = session.metadata()

@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from resources.llm import ChatRequest, LLMResource
-from resources.local_model import CHAT_ALIAS, EMBED_ALIAS
+from resources.llm.local_model import CHAT_ALIAS, EMBED_ALIAS
 
 
 class Verdict(BaseModel):

@@ -7,7 +7,7 @@ import logging
 import genai_prices
 import pytest
 
-from resources.pricing import PRICE_OVERRIDES, ModelPrice, price_usd
+from resources.llm.pricing import PRICE_OVERRIDES, ModelPrice, price_usd
 
 
 def test_gpt_4o_mini_is_priced_from_genai_prices():
@@ -41,7 +41,7 @@ def test_override_table_prices_self_hosted_models(monkeypatch):
 
 
 def test_unknown_model_is_none_with_one_warning(caplog):
-    caplog.set_level(logging.WARNING, logger="resources.pricing")
+    caplog.set_level(logging.WARNING, logger="resources.llm.pricing")
     assert price_usd("nobody-knows-this-model-v9", 10, 10) is None
     assert price_usd("nobody-knows-this-model-v9", 20, 20) is None
     warnings = [r for r in caplog.records if "nobody-knows-this-model-v9" in r.getMessage()]

@@ -3,11 +3,11 @@ with good and bad rows written to a real DuckDB warehouse."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import random
-import shutil
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,17 +18,13 @@ import pytest
 
 from quality_checks import gx_runner
 from resources.warehouse import Warehouse
-from quality_checks.checks import all_asset_checks, build_asset_checks, evaluate_spec, run_rule
-from quality_checks.suites import (
-    DEFAULT_BOUNDS,
-    QualityBounds,
-    SqlMetricRule,
-    SqlRowRule,
-    all_check_specs,
-    assemble_function_source,
-    distinct_n,
-    parse_error,
-)
+from quality_checks.checks import all_asset_checks, all_check_specs, build_asset_checks, evaluate_spec, run_rule
+from quality_checks.rules import DEFAULT_BOUNDS, QualityBounds, SqlMetricRule, SqlRowRule
+from quality_checks.synthesis import assemble_function_source, distinct_n, parse_error
+from quality_checks.decontamination import published_thresholds
+from synth_assets.decontamination import contamination_report
+from synth_assets.filtering import annotated_sample
+from synth_assets.ingest import raw_stack_plus, sources
 
 # ---------------------------------------------------------------------------------------
 # Good tables for the whole graph
@@ -240,20 +236,13 @@ def write_good_graph(warehouse) -> None:
 SPECS = {spec.name: spec for spec in all_check_specs()}
 
 
-@pytest.fixture(scope="module")
-def good_graph_file(tmp_path_factory) -> Path:
-    """The good graph, written once per module; each test gets its own copy."""
-    path = tmp_path_factory.mktemp("good_graph") / "warehouse.duckdb"
-    write_good_graph(Warehouse(path=str(path)))
-    return path
-
-
 @pytest.fixture
-def graph(good_graph_file, tmp_path) -> Warehouse:
-    """A warehouse holding a good table for every asset (a copy this test may spoil)."""
-    path = tmp_path / "graph.duckdb"
-    shutil.copyfile(good_graph_file, path)
-    return Warehouse(path=str(path))
+def graph(tmp_path) -> Warehouse:
+    """A warehouse holding a good table for every asset (this test's own, which it may spoil;
+    a lake's catalog records its data path, so it is written afresh rather than copied)."""
+    warehouse = Warehouse(path=str(tmp_path / "graph"))
+    write_good_graph(warehouse)
+    return warehouse
 
 
 def run(warehouse, name: str, bounds: QualityBounds = DEFAULT_BOUNDS) -> dg.AssetCheckResult:
@@ -724,3 +713,68 @@ def test_cost_report_release_and_prompt_checks_catch_bad_rows(graph):
     assert not prompts.passed and prompts.severity == dg.AssetCheckSeverity.WARN
     assert prompts.metadata["observed"].value["distinct_slot_ratio"] == f"{1 / 3:.4f} (expected >= 0.5)"
     assert run(warehouse, "textbook_prompts_integrity").passed
+
+
+# ---------------------------------------------------------------------------------------
+# Values an asset defines are read from its module, never copied into a check
+# ---------------------------------------------------------------------------------------
+
+
+def test_checks_follow_the_thresholds_labels_and_tables_their_assets_define(graph, monkeypatch):
+    """Change a value in the asset module that defines it and the rebuilt checks judge the
+    same rows by the new value; a check holding its own copy would not move."""
+    warehouse = graph
+    exercises = exercise_rows()
+    ids = exercises["exercise_id"].to_list()
+    near_miss = {"minhash_task_id": [None, "HumanEval/7", None], "minhash_jaccard": [0.0, 0.62, 0.0]}
+    warehouse.write_table("contamination_report", report_rows(ids, ["clean"] * 3, ["below"] * 3, **near_miss))
+    warehouse.write_table("decontaminated_exercises", exercises)
+
+    # decontamination threshold: contamination_report.DEFAULT_THRESHOLDS
+    assert failing(run(warehouse, "decontaminated_exercises_integrity")) == ["minhash_jaccard_below_0.5"]
+    looser = dataclasses.replace(contamination_report.DEFAULT_THRESHOLDS, minhash_jaccard=0.7)
+    monkeypatch.setattr(contamination_report, "DEFAULT_THRESHOLDS", looser)
+    assert run(warehouse, "decontaminated_exercises_integrity").passed
+
+    # verdict label: contamination_report.CLEAN
+    monkeypatch.setattr(contamination_report, "CLEAN", "kept")
+    assert failing(run(warehouse, "contamination_report_integrity")) == [
+        "expect_column_values_to_be_in_set(verdict, value_set=['kept', 'contaminated'])"
+    ]
+    assert failing(run(warehouse, "decontaminated_exercises_integrity")) == ["report_verdict_clean"]
+    warehouse.write_table("contamination_report", report_rows(ids, ["kept"] * 3, ["below"] * 3, **near_miss))
+    assert run(warehouse, "contamination_report_integrity").passed
+    assert run(warehouse, "decontaminated_exercises_integrity").passed
+
+    # grading scale: annotated_sample.SCORE_RANGE
+    warehouse.write_table(
+        "annotated_sample",
+        pl.DataFrame({"doc_id": ["d1", "d2"], "educational_score": [3, 9], "status": ["ok", "ok"], "error": [None, None]}),
+    )
+    assert "educational_score_in_range" in failing(run(warehouse, "annotated_sample_integrity"))
+    monkeypatch.setattr(annotated_sample, "SCORE_RANGE", range(0, 11))
+    assert run(warehouse, "annotated_sample_integrity").passed
+
+    # source names: sources.SOURCE_KINDS
+    docs = raw_docs().with_columns(pl.lit("github_gists").alias("source"))
+    warehouse.write_table("raw_stack_plus", docs)
+    assert "source_known" in failing(run(warehouse, "raw_stack_plus_quality_floors"))
+    monkeypatch.setattr(sources, "SOURCE_KINDS", (*sources.SOURCE_KINDS, "github_gists"))
+    assert run(warehouse, "raw_stack_plus_quality_floors").passed
+
+    # table name: raw_stack_plus.RAW_TABLE (dedup_removed's references point at it too)
+    warehouse.execute('CREATE TABLE corpus_v2 AS SELECT * FROM "raw_stack_plus"')
+    warehouse.execute('DROP TABLE "raw_stack_plus"')
+    monkeypatch.setattr(raw_stack_plus, "RAW_TABLE", "corpus_v2")
+    renamed = run(warehouse, "corpus_v2_integrity")
+    assert renamed.passed and renamed.metadata["table"].value == "corpus_v2"
+    assert renamed.metadata["rows_in_table"].value == 3
+    assert run(warehouse, "dedup_removed_integrity").passed
+
+
+def test_decontamination_config_defaults_are_the_thresholds_kept_exercises_are_held_to():
+    """The asset's launchpad defaults and its check agree, signal by signal."""
+    config_defaults = contamination_report.DecontaminationConfig().thresholds()
+    checked = {t.score_column: t.threshold for t in published_thresholds()}
+    assert set(checked) == {"max_ngram_overlap", "longest_shared_ngram", "minhash_jaccard", "ast_match_rate", "embedding_cosine"}
+    assert checked == {name: getattr(config_defaults, name) for name in checked}

@@ -21,7 +21,7 @@ LEDGER_ROWS = [
     ("run-1", "annotated_sample", "gpt-4o-mini", DAY1, False, 0.010, 0.0, 100, 50, 0, "ok"),
     ("run-1", "annotated_sample", "gpt-4o-mini", DAY1, False, 0.020, 0.0, 200, 80, 0, "ok"),
     ("run-1", "synthetic_textbook", "gpt-4o", DAY1, False, 0.100, 0.0, 1000, 500, 200, "ok"),
-    # cache hits: nothing paid, no tokens sent, the saving recorded (as resources/llm.py writes them)
+    # cache hits: nothing paid, no tokens sent, the saving recorded (as resources/llm/recorder.py writes them)
     ("run-2", "annotated_sample", "gpt-4o-mini", DAY2, True, 0.0, 0.010, 0, 0, 0, "ok"),
     ("run-2", "synthetic_textbook", "gpt-4o", DAY2, True, 0.0, 0.100, 0, 0, 0, "ok"),
     # a model with no known price: tokens used, cost NULL

@@ -13,30 +13,27 @@ from synth_assets.decontamination.benchmarks import BenchmarkError, load_benchma
 import xxhash
 from datasketch import MinHash
 
-from synth_assets.decontamination.similarity import (
-    AstIndex,
+from synth_assets.common.minhash import token_hashes
+from synth_assets.decontamination.benchmark_index import (
     BenchmarkIndex,
-    CodeDocument,
-    MinhashIndex,
+    SignalScores,
+    Thresholds,
+    exercise_source,
+    verdict,
+)
+from synth_assets.decontamination.signals.ast import AstIndex, ast_match_rate, normalised_subtrees
+from synth_assets.decontamination.signals.code_document import CodeDocument
+from synth_assets.decontamination.signals.embedding import hashed_bag_of_words, nearest_by_embedding
+from synth_assets.decontamination.signals.minhash import MinhashIndex, TokenStreams, python_tokens
+from synth_assets.decontamination.signals.ngram import (
     NgramConfig,
     NgramIndex,
     NgramMatch,
-    SignalScores,
-    Thresholds,
-    TokenStreams,
     all_pairs_ngram_overlap,
-    ast_match_rate,
     batch_token_hashes,
-    code_tokens,
-    exercise_source,
-    hashed_bag_of_words,
-    nearest_by_embedding,
     ngram_tokens,
-    normalised_subtrees,
     plain_ngram_set,
     rolling_hashes,
-    token_hashes,
-    verdict,
     windows_of,
 )
 from tests.contamination_variants import VARIANTS, make_variant, plant_variants, stdlib_exercises
@@ -84,11 +81,11 @@ def test_extra_benchmark_is_loaded_and_errors_name_file_and_line(tmp_path):
 # ------------------------------------------------------------------------------- tokens, sources
 
 
-def test_code_tokens_normalise_identifiers_and_literals_but_keep_builtins():
-    assert code_tokens("Total = len(items) + 42\nname = 'x'") == [
+def test_python_tokens_normalise_identifiers_and_literals_but_keep_builtins():
+    assert python_tokens("Total = len(items) + 42\nname = 'x'") == [
         "total", "=", "len", "(", "items", ")", "+", "42", "name", "=", "'x'"
     ]
-    normalised = code_tokens("total = len(items) + 42", normalise_identifiers=True, normalise_literals=True)
+    normalised = python_tokens("total = len(items) + 42", normalise_identifiers=True, normalise_literals=True)
     assert normalised == ["id", "=", "len", "(", "id", ")", "+", "lit"]
 
 
@@ -148,14 +145,14 @@ def test_unrelated_code_shares_no_13_gram():
     assert sum(o > 0 for o in overlaps) <= 2
 
 
-def test_token_streams_normalise_code_tokens_for_minhash():
+def test_token_streams_normalise_python_tokens_for_minhash():
     d = doc('def f(items, n=2):\n    """Doc words here."""\n    return len(items) + 42 * n  # c\n')
     streams = TokenStreams.from_document(d)
-    assert streams.code == code_tokens(d.code)
-    assert streams.normalised == code_tokens(d.code, normalise_identifiers=True, normalise_literals=True)
+    assert streams.code == python_tokens(d.code)
+    assert streams.normalised == python_tokens(d.code, normalise_identifiers=True, normalise_literals=True)
     assert streams.normalised_hashes().tolist() == token_hashes(streams.normalised).tolist()
-    assert code_tokens("x = True if None else False") == ["x", "=", "true", "if", "none", "else", "false"]
-    assert code_tokens("X = True", normalise_identifiers=True) == ["id", "=", "true"]
+    assert python_tokens("x = True if None else False") == ["x", "=", "true", "if", "none", "else", "false"]
+    assert python_tokens("X = True", normalise_identifiers=True) == ["id", "=", "true"]
     assert streams.normalised[:4] == ["def", "id", "(", "id"] and "len" in streams.normalised
 
 
@@ -274,7 +271,7 @@ def test_batched_minhash_signatures_equal_datasketch():
     problems = HUMANEVAL[:30]
     index = MinhashIndex([p.task_id for p in problems], [doc(p.source) for p in problems])
     shingle_sets = [index.shingles(doc(p.source)) for p in problems] + [np.empty(0, dtype=np.uint32)]
-    index.block_shingles = 64  # force several blocks
+    index.hasher.block_rows = 64  # force several blocks
     signatures = index.signatures_of(shingle_sets)
     for shingles, signature in zip(shingle_sets, signatures):
         reference = MinHash(num_perm=128, seed=1, hashfunc=int)

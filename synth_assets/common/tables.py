@@ -7,22 +7,18 @@ from typing import Any
 
 import dagster as dg
 
-from resources.warehouse import Warehouse
+from resources.warehouse import Lake, Warehouse
 
 PREVIEW_ROWS = 5
 PREVIEW_CHARS = 80
 
 
-def table_metadata(warehouse: Warehouse, table: str) -> dict[str, Any]:
+def table_metadata(warehouse: Warehouse | Lake, table: str) -> dict[str, Any]:
     """`dagster/row_count`, `dagster/column_schema`, `preview` and `data_version`
-    for a table in the warehouse."""
+    for a table in the warehouse (or in a materialization's staging schema)."""
+    columns = warehouse.columns(table)
     with warehouse.connect() as conn:
         row_count = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
-        columns = conn.execute(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_name = ? ORDER BY ordinal_position",
-            [table],
-        ).fetchall()
         # Order-independent content hash: the same rows give the same version.
         content_hash = conn.execute(f'SELECT coalesce(bit_xor(hash(t)), 0) FROM "{table}" AS t').fetchone()[0]
         preview = conn.execute(f'SELECT * FROM "{table}" LIMIT {PREVIEW_ROWS}').pl()
@@ -38,18 +34,28 @@ def table_metadata(warehouse: Warehouse, table: str) -> dict[str, Any]:
 
 
 def table_result(
-    warehouse: Warehouse,
+    warehouse: Warehouse | Lake,
     table: str,
     metadata: dict[str, Any] | None = None,
     check_results: list[dg.AssetCheckResult] | None = None,
     asset_key: dg.AssetKey | str | None = None,
+    snapshot_id: int | None = None,
 ) -> dg.MaterializeResult:
-    """The `MaterializeResult` for an asset whose output is `table`."""
+    """The `MaterializeResult` for an asset whose output is `table`.
+
+    With `snapshot_id` (the DuckLake snapshot that published the table) the table is read
+    as of that snapshot, and the id is recorded as `lake/snapshot_id`: the exact version
+    of the lake this materialization made, readable with `python -m synth_assets.lineage
+    --snapshot`. `data_version` stays a content hash, so an unchanged table does not make
+    downstream assets stale."""
+    if snapshot_id is not None and isinstance(warehouse, Warehouse):
+        warehouse = warehouse.read_only().lake(as_of_snapshot=snapshot_id)
     described = table_metadata(warehouse, table)
     data_version = described.pop("data_version")
+    lake_metadata = {"lake/snapshot_id": dg.MetadataValue.int(snapshot_id)} if snapshot_id is not None else {}
     return dg.MaterializeResult(
         asset_key=asset_key,
-        metadata={"table": table, "data_version": data_version, **described, **(metadata or {})},
+        metadata={"table": table, "data_version": data_version, **lake_metadata, **described, **(metadata or {})},
         data_version=dg.DataVersion(data_version),
         check_results=check_results,
     )

@@ -1,7 +1,7 @@
 """`contamination_report` and `decontaminated_exercises`: phi-1 section 5 decontamination
 of the generated code exercises against HumanEval (and any extra benchmark JSONL).
 
-Four signals per exercise (synth_assets/decontamination/similarity.py): 13-gram overlap, MinHash Jaccard
+Four signals per exercise (synth_assets/decontamination/signals/): 13-gram overlap, MinHash Jaccard
 of normalised code shingles, embedding cosine/L2 through the LLM layer, and the AST match
 rate of identifier/literal/order-normalised syntax trees. Any signal at or above its
 threshold marks the exercise contaminated; the reason names signal, score, threshold
@@ -22,18 +22,18 @@ from resources.llm import LLMResource
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
 from synth_assets.decontamination.benchmarks import BenchmarkProblem, load_benchmarks
-from synth_assets.decontamination.similarity import (
+from synth_assets.decontamination.benchmark_index import (
     SIGNALS,
-    AstConfig,
     BenchmarkIndex,
-    MinhashConfig,
-    NgramConfig,
     SignalScores,
     SimilarityConfig,
     Thresholds,
     exercise_source,
     verdict,
 )
+from synth_assets.decontamination.signals.ast import AstConfig
+from synth_assets.decontamination.signals.minhash import MinhashConfig
+from synth_assets.decontamination.signals.ngram import NgramConfig
 from synth_assets.common.tables import markdown_table, table_result
 
 CODE_VERSION = "decontaminate-1"
@@ -41,6 +41,9 @@ EXERCISES_TABLE = "code_exercises"
 REPORT_TABLE = "contamination_report"
 CLEAN = "clean"
 CONTAMINATED = "contaminated"
+# The published thresholds (Thresholds' defaults: the README_decontamination.md sweep):
+# the config defaults below, and what quality_checks holds every kept exercise to.
+DEFAULT_THRESHOLDS = Thresholds()
 
 REPORT_SCHEMA = {
     "exercise_id": pl.Utf8,
@@ -77,23 +80,31 @@ class DecontaminationConfig(dg.Config):
     # phi-1 counts *any* shared 13-gram of the docstring as contamination; 0.0 does the same
     # (no clean library function shared a single 13-gram in the sweep).
     max_ngram_overlap: float = Field(
-        default=0.0,
+        default=DEFAULT_THRESHOLDS.max_ngram_overlap,
         description="Fire when the share of a problem's docstring or code 13-grams found in the exercise "
         "is >= this; 0.0 = any shared n-gram (phi-1).",
     )
     longest_shared_ngram: int = Field(
-        default=13, description="Also fire when the longest common token run with a problem is >= this many tokens."
+        default=DEFAULT_THRESHOLDS.longest_shared_ngram,
+        description="Also fire when the longest common token run with a problem is >= this many tokens.",
     )
     minhash_num_perm: int = Field(default=128, description="MinHash permutations (datasketch default).")
     minhash_shingle_size: int = Field(default=5, description="Tokens per code shingle.")
-    minhash_jaccard: float = Field(default=0.5, description="Fire when estimated Jaccard of normalised code shingles >= this.")
+    minhash_jaccard: float = Field(
+        default=DEFAULT_THRESHOLDS.minhash_jaccard,
+        description="Fire when estimated Jaccard of normalised code shingles >= this.",
+    )
     ast_min_subtree_nodes: int = Field(default=3, description="Smallest normalised subtree counted by the AST signal.")
     # phi-1 section 5.2 sweeps the AST match rate; see README_decontamination.md for ours.
-    ast_match_rate: float = Field(default=0.8, description="Fire when the normalised-AST match rate >= this.")
+    ast_match_rate: float = Field(
+        default=DEFAULT_THRESHOLDS.ast_match_rate, description="Fire when the normalised-AST match rate >= this."
+    )
     use_embedding: bool = Field(
         default=True, description="Embed exercises and problems through the LLM layer (off = three signals)."
     )
-    embedding_cosine: float = Field(default=0.95, description="Fire when embedding cosine similarity >= this.")
+    embedding_cosine: float = Field(
+        default=DEFAULT_THRESHOLDS.embedding_cosine, description="Fire when embedding cosine similarity >= this."
+    )
     embedding_max_chars: int = Field(
         # The signature and docstring come first and carry what the function is about;
         # 600 characters keep the bundled model's embedding of 164 problems to ~2 minutes.

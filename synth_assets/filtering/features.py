@@ -31,7 +31,11 @@ CODE_TOKEN_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d+)?|[^\sA-Za-
 
 
 def code_tokens(text: str) -> list[str]:
-    """Split source code into identifier, number and punctuation tokens."""
+    """The classifier's tokens of source code: identifiers, numbers (one decimal point
+    kept inside) and single punctuation marks, case kept. Only the `hashed_ngrams`
+    featurizer uses them; the fitted classifier artefact refers to this function by
+    name, so it keeps its name and module. For a token count, see
+    `synth_assets.common.tokens.approximate_token_count`."""
     return CODE_TOKEN_PATTERN.findall(text)
 
 

@@ -3,7 +3,6 @@ configured sources, normalised, and exact- and near-deduplicated."""
 
 
 import ast
-import re
 import os
 import time
 import warnings
@@ -38,6 +37,7 @@ from synth_assets.ingest.sources import (
     stdlib_path,
 )
 from synth_assets.common.tables import counts_markdown, markdown_table, table_result
+from synth_assets.common.tokens import approximate_token_count
 
 RAW_TABLE = "raw_stack_plus"
 REMOVED_TABLE = "dedup_removed"
@@ -45,10 +45,6 @@ REJECTS_TABLE = "ingest_rejects"
 STAGING_DOCS = "_staging_raw_stack_plus"
 STAGING_REJECTS = "_staging_ingest_rejects"
 STAGING_NEAR = "_staging_near_duplicates"
-
-# Approximate token count: runs of word characters plus single punctuation marks,
-# e.g. `x = f(a, b)` -> x = f ( a , b ) -> 8. No BPE vocabulary (tiktoken downloads one).
-TOKEN_COUNT_PATTERN = re.compile(r"\w+|[^\w\s]")
 
 DOC_SCHEMA = {
     "seq": pl.Int64,
@@ -143,10 +139,6 @@ class RawStackPlusConfig(dg.Config):
 # --- plain functions -----------------------------------------------------------------
 
 
-def count_tokens(text: str) -> int:
-    return len(TOKEN_COUNT_PATTERN.findall(text))
-
-
 def parses_as_python(text: str) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # invalid escape sequences etc. are still valid code
@@ -170,7 +162,7 @@ def document_row(doc: RawDocument, seq: int) -> dict:
         "content": content,
         "n_chars": len(content),
         "n_lines": content.count("\n"),
-        "n_tokens": count_tokens(content),
+        "n_tokens": approximate_token_count(content),
         "parses_as_python": parses_as_python(content),
     }
 

@@ -233,7 +233,7 @@ def build_cost_report(calls: pl.DataFrame, top_n: int = 10, notes: list[str] | N
         notes.append(
             f"{totals['unknown_price_calls']} call(s) have no known price (cost_usd/saved_usd NULL); "
             "they are excluded from every dollar figure, so spend and the no-cache projection are "
-            "lower bounds. Add the model to resources/pricing.py overrides to price them."
+            "lower bounds. Add the model to resources/llm/pricing.py overrides to price them."
         )
     return CostReport(
         totals=totals,

@@ -10,7 +10,6 @@ cache_key, exercise_id), so lineage is a chain of joins:
 `python -m synth_assets.lineage <id>` (synth_assets/reports/lineage.py) answers for one id.
 """
 
-from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,7 +114,7 @@ def table_columns(conn: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
     frame = query_frame(
         conn,
         "SELECT table_name, column_name FROM information_schema.columns "
-        "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position",
+        "WHERE table_catalog = 'lake' AND table_schema = 'main' ORDER BY table_name, ordinal_position",
     )
     columns: dict[str, list[str]] = {}
     for table, column in frame.iter_rows():

@@ -27,6 +27,7 @@ from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
 from synth_assets.reports.cost_report import CostReport, build_cost_report, load_ledger, render_markdown
 from synth_assets.common.tables import markdown_table, table_result
+from synth_assets.common.tokens import approximate_token_count_expr
 
 RELEASE_TABLE = "training_data_release"
 CONTAMINATION_TABLE = "contamination_report"
@@ -34,9 +35,8 @@ CONTAMINATED = "contaminated"  # synth_assets/decontamination/contamination_repo
 DEFAULT_RELEASE_DIR = "data/release"
 SHARD = "train-00000-of-00001"
 # Tokens are counted as in the ingest when a table carries a count column; otherwise as
-# regex word/punctuation pieces of the text columns (a GPT-2 BPE count is ~1.3x this on code).
+# the approximate token count (regex word/punctuation pieces) of the text columns.
 TOKEN_COUNT_COLUMNS = ("n_tokens", "tokens", "completion_tokens")
-TOKEN_PATTERN = r"\w+|[^\w\s]"
 
 
 @dataclass(frozen=True)
@@ -106,15 +106,16 @@ class ExportedConfig:
     left_out_reason: str | None = None
 
 
-def count_tokens(frame: pl.DataFrame, text_columns: tuple[str, ...]) -> tuple[int, str]:
-    """(tokens, where the figure comes from) for one config's rows."""
+def config_token_count(frame: pl.DataFrame, text_columns: tuple[str, ...]) -> tuple[int, str]:
+    """(tokens, where the figure comes from) for one config's rows: the sum of its token
+    count column, else the `approximate_token_count` of its text columns."""
     for column in TOKEN_COUNT_COLUMNS:
         if column in frame.columns and frame.schema[column].is_integer():
             return int(frame[column].fill_null(0).sum()), f"sum of `{column}`"
     present = [c for c in text_columns if c in frame.columns]
     if not present:
         return 0, "no text column"
-    total = sum(int(frame[c].cast(pl.String).str.count_matches(TOKEN_PATTERN).fill_null(0).sum()) for c in present)
+    total = sum(int(frame.select(approximate_token_count_expr(c).sum()).item()) for c in present)
     return total, f"regex word/punctuation pieces of {', '.join(present)}"
 
 
@@ -143,7 +144,7 @@ def export_config(frame: pl.DataFrame, spec: ReleaseConfigSpec, release_dir: Pat
             stale.unlink()
     _replace(lambda p: frame.write_parquet(p, compression="zstd"), parquet_path)
     _replace(frame.write_ndjson, jsonl_path)
-    tokens, token_source = count_tokens(frame, spec.text_columns)
+    tokens, token_source = config_token_count(frame, spec.text_columns)
     models = sorted(frame["model"].drop_nulls().unique().to_list()) if "model" in frame.columns else []
     return ExportedConfig(spec, frame.height, tokens, token_source, models, parquet_path, jsonl_path, _sha256(parquet_path))
 

@@ -32,7 +32,7 @@ from resources.llm import ChatRequest, LLMResource, StructuredResult
 from resources.warehouse import Warehouse
 from synth_assets.synthesis.diversity import diversity_metadata
 from synth_assets.synthesis.prompt_plans import ExercisePlan, load_catalog, plan_exercises, sample_corpus_snippets
-from synth_assets.common.sandbox import SandboxJob, SandboxLimits, isolation_report, run_many
+from synth_assets.common.sandbox import SandboxJob, SandboxLimits, SandboxUnavailable, require_isolation, run_many
 from synth_assets.common.tables import counts_markdown, table_result
 
 PROMPT_VERSION = "exercise-v2"
@@ -216,6 +216,13 @@ class CodeExercisesConfig(dg.Config):
     sandbox_timeout_s: float = Field(default=5.0, description="Wall-clock limit per sandboxed solution.")
     sandbox_memory_mb: int = Field(default=512, description="Address-space limit per sandboxed solution.")
     sandbox_workers: int = Field(default=2, description="Solutions executed concurrently (one per core).")
+    allow_unisolated_execution: bool = Field(
+        default=False,
+        description="UNSAFE. When no isolating sandbox works here (bubblewrap missing and user namespaces "
+        "disabled), run generated code in a plain subprocess instead of failing. That code could then reach "
+        "the network, this process's environment (API keys) and the user's files; `sandbox_isolation` in the "
+        "metadata lists what was measured as open.",
+    )
 
 
 def exercise_rows(
@@ -299,7 +306,10 @@ def code_exercises(
     docstring), `solution` (the body) and `tests` (assert statements), one row per
     planned exercise that passed the `ast` checks (one top-level function, the planned
     name, a docstring). Every solution is executed against its tests in a sandbox
-    (subprocess with CPU/memory/process/file limits, no network, killed on timeout);
+    (bubblewrap or user namespaces: no network, no host files, processes or environment;
+    CPU/memory/process/file limits; killed on timeout). The isolation is measured before
+    any LLM call, and the run fails rather than execute generated code unisolated unless
+    `allow_unisolated_execution` is set; `sandbox_isolation` in the metadata is the report.
     `passed` and `sandbox_reason` record the verdict. Rows that fail their tests are
     kept with passed = false so downstream can filter or inspect them.
 
@@ -324,8 +334,14 @@ def code_exercises(
     # behind it, so a busy loop is reported as "timeout" rather than racing SIGXCPU.
     limits = SandboxLimits(
         timeout_s=config.sandbox_timeout_s, cpu_s=math.ceil(config.sandbox_timeout_s) + 1,
-        memory_mb=config.sandbox_memory_mb,
+        memory_mb=config.sandbox_memory_mb, allow_unisolated_execution=config.allow_unisolated_execution,
     )
+    try:  # before any paid call: generated code that cannot be run safely is not worth generating
+        isolation = require_isolation(limits)
+    except SandboxUnavailable as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    if not isolation["isolated"]:
+        context.log.warning(f"code_exercises: executing generated code UNISOLATED: {isolation['missing']}")
     with llm.session(context, warehouse) as session:
         session.log_estimate(len(requests), 260, config.max_tokens)
         results = session.complete_json(requests, schema=ExerciseDraft)
@@ -342,7 +358,8 @@ def code_exercises(
     context.log.info(
         f"code_exercises: {len(rows)} accepted ({metadata['passed']} passed), {len(rejects)} rejected"
     )
-    return table_result(warehouse, EXERCISES_TABLE, {**metadata, **llm_metadata})
+    isolation_metadata = {"sandbox_isolation": dg.MetadataValue.json(isolation)}
+    return table_result(warehouse, EXERCISES_TABLE, {**metadata, **isolation_metadata, **llm_metadata})
 
 
 def exercise_metadata(plans: list[ExercisePlan], rows: list[dict], rejects: list[dict], snippets: list) -> dict:
@@ -360,7 +377,6 @@ def exercise_metadata(plans: list[ExercisePlan], rows: list[dict], rejects: list
         "distinct_function_names": len({row["function_name"] for row in rows}),
         "rejection_reasons": dg.MetadataValue.md(counts_markdown(dict(reject_reasons)) if rejects else "none"),
         "sandbox_reasons": dg.MetadataValue.md(counts_markdown(dict(sandbox_reasons)) if rows else "none"),
-        "sandbox_isolation": dg.MetadataValue.json(isolation_report()),
         "prompt_version": PROMPT_VERSION,
         **{f"diversity/{k}": v for k, v in diversity_metadata([row["source"] for row in rows]).items()},
     }

@@ -2,28 +2,37 @@
 
 - distinct-n (Li et al. 2016, "A Diversity-Promoting Objective Function for Neural
   Conversation Models"): distinct n-grams / total n-grams over all outputs, on
-  lower-cased word tokens; 1.0 means no n-gram repeats anywhere.
-- near-duplicates: MinHash LSH on word 5-gram shingles (the shingle size used for
-  documents in phi-1-style dedup pipelines; Lee et al. 2022 "Deduplicating Training
-  Data" uses 5-grams, Jaccard 0.8), confirmed with the exact shingle Jaccard.
+  lower-cased word-and-symbol tokens; 1.0 means no n-gram repeats anywhere.
+- near-duplicates: the shared MinHash LSH (`synth_assets.common.minhash`) on word 5-gram
+  shingles (the shingle size used for documents in phi-1-style dedup pipelines; Lee et
+  al. 2022 "Deduplicating Training Data" uses 5-grams, Jaccard 0.8), confirmed with the
+  exact Jaccard of the shingle sets.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from datasketch import MinHash, MinHashLSH
+from synth_assets.common.minhash import (
+    MinHasher,
+    MinHashParams,
+    exact_jaccard,
+    greedy_near_duplicates,
+    text_shingle_hashes,
+)
+from synth_assets.common.tokens import word_and_symbol_tokens
 
 NEAR_DUP_SHINGLE = 5  # Lee et al. 2022: 5-gram word shingles
 NEAR_DUP_THRESHOLD = 0.8  # Lee et al. 2022: Jaccard 0.8
 NUM_PERM = 128
 MINHASH_SEED = 1
+# LSH proposes candidates a little below the threshold; the exact Jaccard decides.
+LSH_RECALL_MARGIN = 0.1
 
 
-def word_tokens(text: str) -> list[str]:
-    return re.findall(r"\w+|[^\w\s]", text.lower())
+def lowercase_tokens(text: str) -> list[str]:
+    return word_and_symbol_tokens(text.lower())
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -31,7 +40,7 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     total = 0
     distinct: set[tuple[str, ...]] = set()
     for text in texts:
-        tokens = word_tokens(text)
+        tokens = lowercase_tokens(text)
         grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
         total += len(grams)
         distinct.update(grams)
@@ -41,13 +50,6 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
 def distinct_metrics(texts: Sequence[str]) -> dict[str, float]:
     """distinct-1/2/3, rounded for metadata."""
     return {f"distinct_{n}": round(distinct_n(texts, n), 4) for n in (1, 2, 3)}
-
-
-def shingles(text: str, size: int = NEAR_DUP_SHINGLE) -> set[str]:
-    tokens = word_tokens(text)
-    if len(tokens) < size:
-        return {" ".join(tokens)} if tokens else set()
-    return {" ".join(tokens[i : i + size]) for i in range(len(tokens) - size + 1)}
 
 
 @dataclass(frozen=True)
@@ -61,29 +63,24 @@ def find_near_duplicates(
     texts: Sequence[str], threshold: float = NEAR_DUP_THRESHOLD, shingle_size: int = NEAR_DUP_SHINGLE
 ) -> list[NearDuplicate]:
     """Every text whose shingle Jaccard with an earlier *kept* text is >= threshold.
-    The first of a group is kept; empty texts are never matched."""
-    lsh = MinHashLSH(threshold=max(threshold - 0.1, 0.1), num_perm=NUM_PERM)
-    kept_shingles: dict[str, set[str]] = {}
-    duplicates: list[NearDuplicate] = []
-    for index, text in enumerate(texts):
-        grams = shingles(text, shingle_size)
-        if not grams:
-            continue
-        signature = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED)
-        for gram in sorted(grams):
-            signature.update(gram.encode())
-        best: tuple[float, int] | None = None
-        for key in lsh.query(signature):
-            other = kept_shingles[key]
-            score = len(grams & other) / len(grams | other)
-            if score >= threshold and (best is None or score > best[0]):
-                best = (score, int(key))
-        if best is not None:
-            duplicates.append(NearDuplicate(index, best[1], round(best[0], 4)))
-            continue
-        lsh.insert(str(index), signature)
-        kept_shingles[str(index)] = grams
-    return duplicates
+    The first of a group is kept (of equally similar kept texts, the earliest is named);
+    empty texts are never matched."""
+    params = MinHashParams(
+        ngram_size=shingle_size,
+        num_perm=NUM_PERM,
+        threshold=threshold,
+        seed=MINHASH_SEED,
+        lsh_threshold=max(threshold - LSH_RECALL_MARGIN, 0.1),
+    )
+    shingle_sets = [text_shingle_hashes(text, shingle_size, lowercase_tokens) for text in texts]
+    signatures = MinHasher(params).signatures_from_hash_sets(shingle_sets)
+    distinct = [set(hashes.tolist()) for hashes in shingle_sets]
+    found = greedy_near_duplicates(
+        [signature if len(hashes) else None for signature, hashes in zip(signatures, shingle_sets)],
+        params,
+        similarity=lambda index, kept: exact_jaccard(distinct[index], distinct[kept]),
+    )
+    return [NearDuplicate(index, kept, round(jaccard, 4)) for index, kept, jaccard in found]
 
 
 def near_duplicate_rate(texts: Sequence[str], threshold: float = NEAR_DUP_THRESHOLD) -> float:
@@ -95,3 +92,4 @@ def near_duplicate_rate(texts: Sequence[str], threshold: float = NEAR_DUP_THRESH
 def diversity_metadata(texts: Sequence[str]) -> dict[str, float]:
     """The diversity block both synthesis assets publish."""
     return {**distinct_metrics(texts), "near_duplicate_rate": near_duplicate_rate(texts)}
+

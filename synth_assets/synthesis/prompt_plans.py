@@ -23,7 +23,14 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from datasketch import MinHash, MinHashLSH
+from synth_assets.common.minhash import (
+    MinHasher,
+    MinHashParams,
+    exact_jaccard,
+    greedy_near_duplicates,
+    shingle_hashes,
+    token_hashes,
+)
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
 
@@ -31,6 +38,8 @@ CATALOG_DIR = Path(__file__).parent / "catalog"
 PERSONA_NUM_PERM = 128
 PERSONA_JACCARD_THRESHOLD = 0.9
 MINHASH_SEED = 1
+# LSH proposes candidates below the threshold, because with 128 permutations the
+# estimate of a 0.93 pair can read 0.90 or less; the exact Jaccard decides.
 LSH_RECALL_MARGIN = 0.15
 
 EXERCISE_MODES = ("topic", "oss_instruct")
@@ -92,13 +101,6 @@ def persona_tokens(text: str) -> set[str]:
     return set(re.findall(r"[a-z0-9]+", text.lower()))
 
 
-def _minhash(tokens: set[str]) -> MinHash:
-    signature = MinHash(num_perm=PERSONA_NUM_PERM, seed=MINHASH_SEED)
-    for token in sorted(tokens):
-        signature.update(token.encode())
-    return signature
-
-
 @dataclass(frozen=True)
 class RemovedPersona:
     persona: str
@@ -110,32 +112,28 @@ class RemovedPersona:
 def dedupe_personas(
     personas: list[str], threshold: float = PERSONA_JACCARD_THRESHOLD
 ) -> tuple[list[str], list[RemovedPersona]]:
-    """Keep the first of every group of near-identical personas. MinHash LSH finds
-    candidates (queried a little below the threshold, because with 128 permutations
-    the estimate of a 0.93 pair can read 0.90 or less); the exact Jaccard of the two
-    token sets decides, so the outcome does not depend on estimator noise."""
-    lsh = MinHashLSH(threshold=max(threshold - LSH_RECALL_MARGIN, 0.1), num_perm=PERSONA_NUM_PERM)
-    kept_tokens: dict[str, set[str]] = {}
-    kept: list[str] = []
-    removed: list[RemovedPersona] = []
-    for persona in personas:
-        tokens = persona_tokens(persona)
-        if not tokens:
-            continue
-        signature = _minhash(tokens)
-        best: tuple[float, str] | None = None
-        for key in lsh.query(signature):
-            other = kept_tokens[key]
-            score = len(tokens & other) / len(tokens | other)
-            if score >= threshold and (best is None or score > best[0]):
-                best = (score, key)
-        if best is not None:
-            removed.append(RemovedPersona(persona, kept[int(best[1])], round(best[0], 4)))
-            continue
-        key = str(len(kept))
-        lsh.insert(key, signature)
-        kept_tokens[key] = tokens
-        kept.append(persona)
+    """Keep the first of every group of near-identical personas (a persona without
+    words is dropped). The shared MinHash LSH finds candidates, queried a little below
+    the threshold; the exact Jaccard of the two token sets decides, so the outcome does
+    not depend on estimator noise. Of equally similar kept personas, the earliest is named."""
+    params = MinHashParams(
+        ngram_size=1,
+        num_perm=PERSONA_NUM_PERM,
+        threshold=threshold,
+        seed=MINHASH_SEED,
+        lsh_threshold=max(threshold - LSH_RECALL_MARGIN, 0.1),
+    )
+    token_sets = [persona_tokens(persona) for persona in personas]
+    shingle_sets = [shingle_hashes(token_hashes(sorted(tokens)), 1) for tokens in token_sets]
+    signatures = MinHasher(params).signatures_from_hash_sets(shingle_sets)
+    found = greedy_near_duplicates(
+        [signature if tokens else None for signature, tokens in zip(signatures, token_sets)],
+        params,
+        similarity=lambda index, kept: exact_jaccard(token_sets[index], token_sets[kept]),
+    )
+    dropped = {index for index, _, _ in found}
+    kept = [persona for index, persona in enumerate(personas) if token_sets[index] and index not in dropped]
+    removed = [RemovedPersona(personas[index], personas[of], round(jaccard, 4)) for index, of, jaccard in found]
     return kept, removed
 
 
@@ -313,11 +311,7 @@ def _content_source(warehouse, tables: tuple[str, ...]) -> tuple[str, str] | Non
     for table in tables:
         if not warehouse.table_exists(table):
             continue
-        columns = set(
-            warehouse.query(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]
-            )["column_name"].to_list()
-        )
+        columns = {name for name, _ in warehouse.columns(table)}
         if {"doc_id", "content"} <= columns:
             return table, f'SELECT doc_id, content FROM "{table}"'
         if "doc_id" in columns and table != "raw_stack_plus" and warehouse.table_exists("raw_stack_plus"):

@@ -13,6 +13,8 @@ never stops it.
 One config file serves the GGUF under two aliases: a chat alias and an embedding alias
 (`embedding: true`). Its stderr/stdout go to a log file under `data/logs/`, not into the
 Dagster event log.
+
+`endpoint.resolve_endpoint` starts it when neither an api key nor a base url is set.
 """
 
 from __future__ import annotations

@@ -1,22 +1,32 @@
-"""The LLM layer's three DuckDB tables.
+"""The LLM layer's three DuckDB tables, and the key that addresses an answer in them.
 
-- `llm_cache`: every answer, keyed by the request's content hash, written before it is
-  returned, so a crash, a budget stop or a re-materialization never pays twice.
+- `llm_cache`: every answer, keyed by `cache_key` (a content hash of the request), written
+  before it is returned, so a crash, a budget stop or a re-materialization never pays twice.
 - `llm_calls`: the cost ledger, one row per request (cache hits included, at $0).
 - `llm_batches`: OpenAI Batch API jobs keyed by a hash of the request set, so a re-run
   picks up a batch already submitted instead of submitting (and paying) again.
 
-Rows go in through Arrow in small groups (`INSERT OR IGNORE ... SELECT`), not row by row:
-DuckDB inserts are cheap per statement, expensive per row.
+The tables live in the DuckLake beside the pipeline's tables, shared by every process
+and worker. Rows go in through Arrow in small groups, each group one DuckLake transaction
+(retried on a commit conflict), not row by row. DuckLake has no primary keys, so an
+answer is inserted only when its key is not stored yet (an anti-join in the same
+transaction); two processes that answer the same request in the same second may both
+store it, and readers take either (the answers are interchangeable). What is buffered and
+when it is written is `recorder.py`'s business; this module only knows the tables.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Sequence
+from typing import Any
 
 import duckdb
 import pyarrow as pa
+
+from resources.warehouse import Lake
 
 CACHE_TABLE = "llm_cache"
 CALLS_TABLE = "llm_calls"
@@ -24,7 +34,7 @@ BATCHES_TABLE = "llm_batches"
 
 DDL = [
     f"""CREATE TABLE IF NOT EXISTS {CACHE_TABLE} (
-        cache_key VARCHAR PRIMARY KEY,
+        cache_key VARCHAR,         -- unique by construction (see insert_rows)
         model VARCHAR,
         kind VARCHAR,              -- chat / embedding
         request_json VARCHAR,      -- the request as keyed (no credentials)
@@ -33,7 +43,7 @@ DDL = [
         created_at TIMESTAMP
     )""",
     f"""CREATE TABLE IF NOT EXISTS {CALLS_TABLE} (
-        call_id VARCHAR PRIMARY KEY,
+        call_id VARCHAR,           -- uuid4 per request
         run_id VARCHAR,
         asset_key VARCHAR,
         partition VARCHAR,
@@ -55,7 +65,7 @@ DDL = [
         created_at TIMESTAMP
     )""",
     f"""CREATE TABLE IF NOT EXISTS {BATCHES_TABLE} (
-        batch_key VARCHAR PRIMARY KEY,   -- sha256 of the sorted cache keys in the batch
+        batch_key VARCHAR,         -- sha256 of the sorted cache keys in the batch (one row per key)
         batch_id VARCHAR,
         input_file_id VARCHAR,
         model VARCHAR,
@@ -106,13 +116,30 @@ CALLS_SCHEMA = pa.schema(
 )
 
 
+def canonical_json(value: Any) -> str:
+    """One spelling per value (sorted keys, no spaces), so equal requests hash equally."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def cache_key(endpoint_id: str, kind: str, body: dict, sample_index: int = 0) -> str:
+    """sha256 over what determines the answer: endpoint (no credentials), the request body
+    (model, messages, sampling params, response_format) and the sample index."""
+    payload = {"endpoint": endpoint_id, "kind": kind, "body": body, "sample_index": sample_index}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
 def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
-def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
-    for statement in DDL:
-        conn.execute(statement)
+def ensure_tables(lake: Lake) -> None:
+    """Create the tables if missing (concurrent creators retry, then find them there)."""
+
+    def create(conn: duckdb.DuckDBPyConnection) -> None:
+        for statement in DDL:
+            conn.execute(statement)
+
+    lake.transaction(create)
 
 
 def fetch_cached(conn: duckdb.DuckDBPyConnection, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -131,18 +158,25 @@ def fetch_cached(conn: duckdb.DuckDBPyConnection, keys: Sequence[str]) -> dict[s
 
 
 def insert_rows(
-    conn: duckdb.DuckDBPyConnection, table: str, schema: pa.Schema, rows: list[dict], ignore_existing: bool = True
+    conn: duckdb.DuckDBPyConnection, table: str, schema: pa.Schema, rows: list[dict], key: str | None = None
 ) -> None:
-    """Insert dict rows (missing keys = NULL); rows whose key exists are left alone.
-    `ignore_existing=False` is for rows whose keys are fresh by construction (the ledger's
-    uuid4 call ids): a plain INSERT skips the conflict check, about half the cost."""
+    """Insert dict rows (missing keys = NULL). With `key`, a row whose key is already in the
+    table (or earlier in `rows`) is left out; without it (the ledger's uuid4 call ids are
+    fresh by construction) a plain INSERT skips that check. Run inside a transaction."""
     if not rows:
         return
     arrow = pa.Table.from_pylist(rows, schema=schema)
-    verb = "INSERT OR IGNORE" if ignore_existing else "INSERT"
     conn.register("_incoming_llm_rows", arrow)
     try:
-        conn.execute(f"{verb} INTO {table} BY NAME SELECT * FROM _incoming_llm_rows")
+        if key is None:
+            conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming_llm_rows")
+        else:
+            conn.execute(
+                f"""INSERT INTO {table} BY NAME
+                SELECT * FROM _incoming_llm_rows i
+                WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{key} = i.{key})
+                QUALIFY row_number() OVER (PARTITION BY i.{key}) = 1"""
+            )
     finally:
         conn.unregister("_incoming_llm_rows")
 
@@ -158,7 +192,7 @@ def get_batch(conn: duckdb.DuckDBPyConnection, batch_key: str) -> dict | None:
 
 
 def put_batch(
-    conn: duckdb.DuckDBPyConnection,
+    lake: Lake,
     batch_key: str,
     batch_id: str,
     input_file_id: str,
@@ -168,11 +202,16 @@ def put_batch(
     status: str,
     output_file_id: str | None = None,
 ) -> None:
+    """Insert or update the batch's row, in one transaction (DuckLake has no upsert)."""
     stamp = now()
-    conn.execute(
-        f"""INSERT INTO {BATCHES_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-        ON CONFLICT (batch_key) DO UPDATE SET batch_id = excluded.batch_id,
-            input_file_id = excluded.input_file_id, status = excluded.status,
-            output_file_id = excluded.output_file_id, updated_at = excluded.updated_at""",
-        [batch_key, batch_id, input_file_id, model, endpoint_host, n_requests, status, output_file_id, stamp, stamp],
-    )
+
+    def upsert(conn: duckdb.DuckDBPyConnection) -> None:
+        created = conn.execute(f"SELECT min(created_at) FROM {BATCHES_TABLE} WHERE batch_key = ?", [batch_key]).fetchone()[0]
+        conn.execute(f"DELETE FROM {BATCHES_TABLE} WHERE batch_key = ?", [batch_key])
+        conn.execute(
+            f"INSERT INTO {BATCHES_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [batch_key, batch_id, input_file_id, model, endpoint_host, n_requests, status, output_file_id,
+             created or stamp, stamp],
+        )  # fmt: skip
+
+    lake.transaction(upsert)

@@ -5,6 +5,9 @@ Logfire uses); the override table below prices models it does not know: the bund
 SmolLM2 aliases (free, wall time recorded instead) and any self-hosted model you add.
 A model with no known price is priced `None` (unknown) with one clear warning per
 model, never a silent zero.
+
+`estimate_tokens` is the rough prompt size used before a call is made: for the cost
+estimate, the budget's reservation and the rate limiter's token bucket.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import functools
 import logging
 import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -50,7 +54,7 @@ def _warn_unknown_once(model: str, why: str) -> None:
         _warned_unknown.add(model)
     logger.warning(
         "No price known for model %r (%s): its cost is recorded as unknown (NULL), not $0. "
-        "Add it to resources.pricing.PRICE_OVERRIDES to price it.",
+        "Add it to resources.llm.pricing.PRICE_OVERRIDES to price it.",
         model,
         why,
     )
@@ -169,6 +173,14 @@ def _override_price(
     if batch:
         dollars *= Decimal(str(price.batch_discount))
     return float(dollars)
+
+
+def estimate_tokens(messages: Sequence[dict] | str) -> int:
+    """Rough prompt size (4 characters a token) for rate limiting and budget reservations."""
+    if isinstance(messages, str):
+        return max(1, len(messages) // 4)
+    chars = sum(len(str(m.get("content", ""))) for m in messages)
+    return max(1, chars // 4 + 4 * len(messages))
 
 
 def price_known(model: str) -> bool:

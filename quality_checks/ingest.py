@@ -1,0 +1,176 @@
+"""Checks of the ingest group: `raw_stack_plus` and `dedup_removed` (written by the
+`raw_stack_plus` asset, so its check is attached there).
+
+Table names, source kinds and the doc_id length are read from the ingest modules when
+the checks are built, never copied.
+"""
+
+from __future__ import annotations
+
+from quality_checks.gx_runner import import_gx
+from quality_checks.rules import (
+    CheckSpec,
+    QualityBounds,
+    SqlMetricRule,
+    SqlRowRule,
+    asset_name,
+    new_suite,
+    sql_list,
+    unique_non_null_rules,
+)
+from synth_assets.ingest import dedup, raw_stack_plus, sources
+
+# raw_stack_plus.default_sources() names the standard-library source "stdlib"; the
+# ingest modules keep that name inline, so it is listed here next to the reader kinds.
+DEFAULT_SOURCE_NAME = "stdlib"
+SHA256_HEX_CHARS = 64
+
+
+def known_sources() -> tuple[str, ...]:
+    """`source` values a corpus may carry: the default stdlib source and the reader kinds
+    (a configured `SourceSpec.name` defaults to its kind; phi-1 section 2.1 reads The
+    Stack and StackOverflow). A source outside the set is a warning (a new source someone
+    forgot to list), not a block."""
+    return (DEFAULT_SOURCE_NAME, *sources.SOURCE_KINDS)
+
+
+def doc_id_regex() -> str:
+    """doc_id: sha256 hex of the normalised content, at least as long as `content_hash`
+    makes it (ARCHITECTURE.md: 16+ chars)."""
+    return rf"^[0-9a-f]{{{dedup.DOC_ID_HEX_CHARS},{SHA256_HEX_CHARS}}}$"
+
+
+def raw_stack_plus_checks(b: QualityBounds) -> list[CheckSpec]:
+    table = raw_stack_plus.RAW_TABLE
+    asset = asset_name(raw_stack_plus.raw_stack_plus)
+    source_names = known_sources()
+    id_pattern = doc_id_regex()
+
+    def known_sources_suite():
+        e = import_gx().expectations
+        return new_suite(
+            f"{table}_sources",
+            [e.ExpectColumnValuesToBeInSet(column="source", value_set=list(source_names))],
+        )
+
+    def suite():
+        e = import_gx().expectations
+        return new_suite(
+            table,
+            [
+                e.ExpectColumnValuesToNotBeNull(column="doc_id"),
+                e.ExpectColumnValuesToMatchRegex(column="doc_id", regex=id_pattern),
+                e.ExpectColumnValuesToNotBeNull(column="source"),
+                e.ExpectColumnValuesToBeBetween(column="n_chars", min_value=1),
+                e.ExpectColumnValuesToBeBetween(column="n_lines", min_value=1),
+                e.ExpectColumnValuesToBeBetween(column="n_tokens", min_value=0),
+                e.ExpectColumnValuesToNotBeNull(column="parses_as_python"),
+            ],
+        )
+
+    return [
+        CheckSpec(
+            asset=asset,
+            table=table,
+            name=f"{table}_integrity",
+            blocking=True,
+            description="doc_id unique, non-null sha256 hex; content non-empty with n_chars = its length > 0; "
+            "source named.",
+            id_column="doc_id",
+            rules=(
+                *unique_non_null_rules("doc_id"),
+                SqlRowRule(
+                    "content_non_empty",
+                    "SELECT doc_id, n_chars FROM {table} WHERE content IS NULL OR length(trim(content)) = 0",
+                ),
+                SqlRowRule(
+                    "n_chars_positive_and_matches_content",
+                    "SELECT doc_id, n_chars, length(content) AS content_chars FROM {table} "
+                    "WHERE n_chars IS NULL OR n_chars <= 0 OR n_chars <> length(content)",
+                ),
+                SqlMetricRule("row_count", "SELECT count(*) FROM {table}", min_value=1),
+            ),
+            gx_suite=suite,
+        ),
+        CheckSpec(
+            asset=asset,
+            table=table,
+            name=f"{table}_quality_floors",
+            blocking=False,
+            description=f"source in the known set ({', '.join(source_names)}).",
+            id_column="doc_id",
+            rules=(
+                SqlRowRule(
+                    "source_known",
+                    "SELECT source, count(*) AS documents FROM {table} "
+                    f"WHERE source IS NULL OR source NOT IN ({sql_list(source_names)}) GROUP BY source",
+                ),
+            ),
+            gx_suite=known_sources_suite,
+        ),
+    ]
+
+
+def dedup_removed_checks(b: QualityBounds) -> list[CheckSpec]:
+    table = raw_stack_plus.REMOVED_TABLE
+    kept_table = raw_stack_plus.RAW_TABLE
+    # raw_stack_plus.finalise_tables writes these reasons inline in its SQL.
+    exact, near = "exact_duplicate", "near_duplicate"
+
+    def suite():
+        e = import_gx().expectations
+        return new_suite(
+            table,
+            [
+                e.ExpectColumnValuesToNotBeNull(column="doc_id"),
+                e.ExpectColumnValuesToNotBeNull(column="near_duplicate_of"),
+                e.ExpectColumnValuesToBeInSet(column="reason", value_set=[exact, near]),
+                e.ExpectColumnValuesToBeBetween(column="jaccard", min_value=0.0, max_value=1.0),
+            ],
+        )
+
+    return [
+        CheckSpec(
+            # dedup_removed is written by the raw_stack_plus asset (ingest), so its check
+            # guards raw_stack_plus.
+            asset=asset_name(raw_stack_plus.raw_stack_plus),
+            table=table,
+            name=f"{table}_integrity",
+            blocking=True,
+            description="One row per dropped copy, (doc_id, source, origin) unique; every removed "
+            f"document points at a kept doc_id in {kept_table}; an exact duplicate shares the kept "
+            "doc_id, a near duplicate is itself not kept.",
+            id_column="doc_id",
+            rules=(
+                # finalise_tables: exact copies share the kept doc_id, so doc_id alone
+                # repeats; a dropped copy is one (doc_id, source, origin).
+                SqlRowRule(
+                    "doc_id_source_origin_unique",
+                    "SELECT doc_id, source, origin, count(*) AS copies FROM {table} "
+                    "GROUP BY doc_id, source, origin HAVING count(*) > 1 ORDER BY copies DESC, doc_id",
+                ),
+                SqlRowRule("doc_id_not_null", "SELECT * FROM {table} WHERE doc_id IS NULL"),
+                SqlRowRule(
+                    "near_duplicate_of_is_kept",
+                    "SELECT d.doc_id, d.near_duplicate_of, d.reason FROM {table} d "
+                    f"ANTI JOIN {kept_table} r ON r.doc_id = d.near_duplicate_of",
+                ),
+                SqlRowRule(
+                    "near_duplicate_not_kept",
+                    f"SELECT d.doc_id, d.reason FROM {{table}} d SEMI JOIN {kept_table} r ON r.doc_id = d.doc_id "
+                    f"WHERE d.reason = '{near}'",
+                ),
+                SqlRowRule(
+                    "exact_duplicate_shares_doc_id",
+                    "SELECT doc_id, near_duplicate_of FROM {table} "
+                    f"WHERE reason = '{exact}' AND doc_id IS DISTINCT FROM near_duplicate_of",
+                ),
+            ),
+            gx_suite=suite,
+        )
+    ]
+
+
+def check_specs(b: QualityBounds) -> list[CheckSpec]:
+    """The ingest group's checks, in DAG order."""
+    return [*raw_stack_plus_checks(b), *dedup_removed_checks(b)]

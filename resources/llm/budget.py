@@ -1,0 +1,52 @@
+"""The session's spending limit (`max_cost_usd`, one materialization).
+
+Before a request is sent, its estimated price is checked against what was spent plus
+what requests in flight have reserved. Once the budget is reached no new request is
+sent: the rest come back with status `budget_exceeded`, and the session raises
+`dg.Failure` when the caller leaves it (after writing what was done). Re-running resumes
+from the cache, where every answer already paid for is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from resources.llm.recorder import Totals
+
+
+class Budget:
+    def __init__(self, max_cost_usd: float | None, totals: Totals, log: Any) -> None:
+        self.max_cost_usd = max_cost_usd
+        self.totals = totals  # spent so far: the recorder's running sum
+        self.log = log
+        self.reserved_usd = 0.0
+        self.stopped = False
+
+    def allows(self, reserve_usd: float) -> bool:
+        """Whether a request estimated at `reserve_usd` may be sent. A refusal sets `stopped`
+        (the session fails when it ends); the first one logs a warning."""
+        budget = self.max_cost_usd
+        if budget is None:
+            return True
+        if self.totals.cost_usd + self.reserved_usd + reserve_usd > budget and (
+            self.totals.cost_usd + self.reserved_usd > 0 or reserve_usd > budget
+        ):
+            if not self.stopped:
+                self.log.warning(
+                    f"LLM budget max_cost_usd=${budget:,.2f} reached (spent ${self.totals.cost_usd:,.4f}): "
+                    "no new calls will be sent in this materialization"
+                )
+            self.stopped = True
+            return False
+        return True
+
+    @contextmanager
+    def reserve(self, reserve_usd: float) -> Iterator[None]:
+        """Hold `reserve_usd` against the budget while a request is in flight."""
+        self.reserved_usd += reserve_usd
+        try:
+            yield
+        finally:
+            self.reserved_usd -= reserve_usd
