@@ -197,15 +197,13 @@ def build_asset_check(spec: CheckSpec, bounds: QualityBounds = DEFAULT_BOUNDS) -
         asset=dg.AssetKey(spec.asset),
         name=spec.name,
         blocking=spec.blocking,
-        # Checks read the DuckDB file, so they queue with the writers: DuckDB admits one
-        # read-write process per file (dagster_home/dagster.yaml sets the pool's limit).
-        pool="duckdb",
         additional_deps=[dg.AssetKey(key) for key in spec.additional_deps],
         description=f"{spec.description} (table `{spec.table}`; "
         f"{'blocking, ERROR' if spec.blocking else 'non-blocking, WARN'})",
     )
     def _check(warehouse: Warehouse) -> dg.AssetCheckResult:
-        return evaluate_spec(warehouse, spec, bounds)
+        # Checks only read: a read-only attachment, which no writer waits for.
+        return evaluate_spec(warehouse.read_only(), spec, bounds)
 
     return _check
 

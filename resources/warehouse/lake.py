@@ -59,7 +59,7 @@ def database(location: LakeLocation, read_only: bool, snapshot: int | None = Non
         db = _databases.get(key)
         if db is None:
             if read_only and not location.exists():
-                raise WarehouseMissing(f"no warehouse catalog at {location.catalog} (materialize the pipeline first)")
+                raise WarehouseMissing(f"no warehouse at {location.describe()} (materialize the pipeline first)")
             if not read_only:
                 _warn_about_legacy_file(location)
                 location.prepare_local()

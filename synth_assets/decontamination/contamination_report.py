@@ -270,7 +270,6 @@ def report_metadata(report: pl.DataFrame, thresholds: Thresholds, problems: list
     name=REPORT_TABLE,
     deps=[dg.AssetKey(EXERCISES_TABLE)],
     group_name="decontamination",
-    pool="duckdb",
     kinds={"duckdb", "python", "openai"},
     owners=["team:synth-assets"],
     code_version=CODE_VERSION,
@@ -291,40 +290,41 @@ def contamination_report(
     any signal reaches its threshold, and `reason` says which, e.g.
     `ast_match_rate 0.93 >= 0.8 vs HumanEval/12`. Metadata: removals per signal, a
     threshold table, the closest *kept* exercise per task (audit) and the LLM cost."""
-    if not warehouse.table_exists(EXERCISES_TABLE):
-        raise dg.Failure(f"{EXERCISES_TABLE} does not exist yet; materialize code_exercises first")
-    exercises = warehouse.query(f'SELECT * FROM "{EXERCISES_TABLE}" ORDER BY exercise_id')
-    problems = load_benchmarks(config.include_humaneval, config.extra_benchmark_paths)
-    thresholds = config.thresholds()
-    index = BenchmarkIndex([p.task_id for p in problems], [p.source for p in problems], config.similarity())
-    ids = exercises["exercise_id"].to_list()
-    sources = exercise_sources(exercises)
-    names = exercises["function_name"].to_list() if "function_name" in exercises.columns else [None] * len(ids)
-    timings: dict[str, float] = {}
-    embedding_status: dict[str, Any] = {}
-    llm_metadata: dict[str, Any] = {}
-    if config.use_embedding and ids:
-        with llm.session(context, warehouse) as session:
-            scores = index.score(ids, sources, embed=guarded_embedder(session.embed, embedding_status, config.embedding_max_chars), timings=timings)
+    with warehouse.materialization(context) as lake:
+        if not lake.table_exists(EXERCISES_TABLE):
+            raise dg.Failure(f"{EXERCISES_TABLE} does not exist yet; materialize code_exercises first")
+        exercises = lake.query(f'SELECT * FROM "{EXERCISES_TABLE}" ORDER BY exercise_id')
+        problems = load_benchmarks(config.include_humaneval, config.extra_benchmark_paths)
+        thresholds = config.thresholds()
+        index = BenchmarkIndex([p.task_id for p in problems], [p.source for p in problems], config.similarity())
+        ids = exercises["exercise_id"].to_list()
+        sources = exercise_sources(exercises)
+        names = exercises["function_name"].to_list() if "function_name" in exercises.columns else [None] * len(ids)
+        timings: dict[str, float] = {}
+        embedding_status: dict[str, Any] = {}
+        llm_metadata: dict[str, Any] = {}
+        if config.use_embedding and ids:
+            with llm.session(context, warehouse) as session:
+                scores = index.score(ids, sources, embed=guarded_embedder(session.embed, embedding_status, config.embedding_max_chars), timings=timings)
+                report = report_rows(scores, names, thresholds)
+                lake.write_table(REPORT_TABLE, report)
+                llm_metadata = session.metadata()
+        else:
+            scores = index.score(ids, sources, embed=None, timings=timings)
             report = report_rows(scores, names, thresholds)
-            warehouse.write_table(REPORT_TABLE, report)
-            llm_metadata = session.metadata()
-    else:
-        scores = index.score(ids, sources, embed=None, timings=timings)
-        report = report_rows(scores, names, thresholds)
-        warehouse.write_table(REPORT_TABLE, report)
-    if embedding_status.get("error"):
-        context.log.warning(f"embeddings failed, embedding signal skipped: {embedding_status['error']}")
-    metadata = report_metadata(report, thresholds, problems, config.audit_top_n)
-    metadata["embedding_status"] = (
-        "disabled" if not config.use_embedding
-        else embedding_status.get("error") and f"failed: {embedding_status['error']}"
-        or f"ok ({embedding_status.get('failed_rows', 0)} failed rows)"
-    )
-    metadata.update({f"seconds/{name}": round(value, 3) for name, value in timings.items()})
-    context.log.info(
-        f"{REPORT_TABLE}: {metadata['contaminated']} of {report.height} exercises contaminated "
-        f"(n-gram {metadata['removed_by/ngram']}, minhash {metadata['removed_by/minhash']}, "
-        f"ast {metadata['removed_by/ast']}, embedding {metadata['removed_by/embedding']})"
-    )
-    return table_result(warehouse, REPORT_TABLE, {**metadata, **llm_metadata})
+            lake.write_table(REPORT_TABLE, report)
+        if embedding_status.get("error"):
+            context.log.warning(f"embeddings failed, embedding signal skipped: {embedding_status['error']}")
+        metadata = report_metadata(report, thresholds, problems, config.audit_top_n)
+        metadata["embedding_status"] = (
+            "disabled" if not config.use_embedding
+            else embedding_status.get("error") and f"failed: {embedding_status['error']}"
+            or f"ok ({embedding_status.get('failed_rows', 0)} failed rows)"
+        )
+        metadata.update({f"seconds/{name}": round(value, 3) for name, value in timings.items()})
+        context.log.info(
+            f"{REPORT_TABLE}: {metadata['contaminated']} of {report.height} exercises contaminated "
+            f"(n-gram {metadata['removed_by/ngram']}, minhash {metadata['removed_by/minhash']}, "
+            f"ast {metadata['removed_by/ast']}, embedding {metadata['removed_by/embedding']})"
+        )
+    return table_result(warehouse, REPORT_TABLE, {**metadata, **llm_metadata}, snapshot_id=lake.snapshot_id_published)

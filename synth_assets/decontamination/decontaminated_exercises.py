@@ -20,7 +20,6 @@ KEPT_TABLE = "decontaminated_exercises"
     name=KEPT_TABLE,
     deps=[dg.AssetKey(EXERCISES_TABLE), dg.AssetKey(REPORT_TABLE)],
     group_name="decontamination",
-    pool="duckdb",
     kinds={"duckdb", "python"},
     owners=["team:synth-assets"],
     code_version=CODE_VERSION,
@@ -30,23 +29,25 @@ def decontaminated_exercises(context: dg.AssetExecutionContext, warehouse: Wareh
     """The `code_exercises` rows whose `contamination_report` verdict is `clean`, same
     columns and `exercise_id` (row lineage). Why a row is missing: see its `reason` in
     `contamination_report`. Fails if any exercise has no verdict (stale report)."""
-    unjudged = warehouse.query(
-        f'SELECT count(*) AS n FROM "{EXERCISES_TABLE}" c ANTI JOIN "{REPORT_TABLE}" r USING (exercise_id)'
-    )["n"][0]
-    if unjudged:
-        raise dg.Failure(
-            f"{unjudged} code exercises have no contamination verdict; re-materialize {REPORT_TABLE} first"
+    with warehouse.materialization(context) as lake:
+        unjudged = lake.query(
+            f'SELECT count(*) AS n FROM "{EXERCISES_TABLE}" c ANTI JOIN "{REPORT_TABLE}" r USING (exercise_id)'
+        )["n"][0]
+        if unjudged:
+            raise dg.Failure(
+                f"{unjudged} code exercises have no contamination verdict; re-materialize {REPORT_TABLE} first"
+            )
+        lake.execute(
+            f'CREATE OR REPLACE TABLE "{KEPT_TABLE}" AS SELECT c.* FROM "{EXERCISES_TABLE}" c '
+            f"JOIN \"{REPORT_TABLE}\" r USING (exercise_id) WHERE r.verdict = '{CLEAN}' ORDER BY c.exercise_id"
         )
-    warehouse.execute(
-        f'CREATE OR REPLACE TABLE "{KEPT_TABLE}" AS SELECT c.* FROM "{EXERCISES_TABLE}" c '
-        f"JOIN \"{REPORT_TABLE}\" r USING (exercise_id) WHERE r.verdict = '{CLEAN}' ORDER BY c.exercise_id"
-    )
-    counts = warehouse.query(f'SELECT verdict, count(*) AS n FROM "{REPORT_TABLE}" GROUP BY verdict')
-    by_verdict = dict(zip(counts["verdict"].to_list(), counts["n"].to_list()))
-    context.log.info(f"{KEPT_TABLE}: kept {by_verdict.get(CLEAN, 0)}, removed {by_verdict.get(CONTAMINATED, 0)}")
+        counts = lake.query(f'SELECT verdict, count(*) AS n FROM "{REPORT_TABLE}" GROUP BY verdict')
+        by_verdict = dict(zip(counts["verdict"].to_list(), counts["n"].to_list()))
+        context.log.info(f"{KEPT_TABLE}: kept {by_verdict.get(CLEAN, 0)}, removed {by_verdict.get(CONTAMINATED, 0)}")
     return table_result(
         warehouse,
         KEPT_TABLE,
         {"kept": by_verdict.get(CLEAN, 0), "removed_as_contaminated": by_verdict.get(CONTAMINATED, 0)},
+        snapshot_id=lake.snapshot_id_published,
     )
 

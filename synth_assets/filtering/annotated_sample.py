@@ -288,7 +288,6 @@ def label_balance(annotations: pl.DataFrame) -> dict[str, int | float]:
     deps=[dg.AssetKey("raw_stack_plus")],
     group_name="filtering",
     kinds={"duckdb", "python", "openai"},
-    pool="duckdb",
     owners=["team:synth-assets"],
     code_version=f"annotate-1+{PROMPT_VERSION}",
     automation_condition=on_upstream_change(),
@@ -312,20 +311,21 @@ def annotated_sample(
     with `status`/`error`/`raw_response` and NULL score and label; the classifier skips it.
     Metadata: score histogram, label balance, and the LLM cost block.
     """
-    docs = warehouse.query("SELECT doc_id, source, content FROM raw_stack_plus")
-    if docs.height == 0:
-        raise dg.Failure("raw_stack_plus is empty: nothing to sample. Materialize raw_stack_plus first.")
-    sample = stratified_sample(docs, config.sample_fraction, config.min_docs, config.max_docs, config.seed)
-    context.log.info(f"Grading {sample.height} of {docs.height} documents ({PROMPT_VERSION})")
-    requests = grading_requests(sample, config)
-    with llm.session(context, warehouse) as session:
-        prompt_tokens = round(sum(estimate_tokens(r.messages) for r in requests) / len(requests))
-        session.log_estimate(len(requests), prompt_tokens, config.max_tokens)
-        results = session.complete_json(requests, schema=Grade)
-        threshold = resolve_label_threshold(config.label_threshold, session.endpoint.is_local)
-        annotations = annotation_rows(sample, results, threshold, config.max_chars, session.model)
-        warehouse.write_table("annotated_sample", annotations)
-        llm_metadata = session.metadata()
+    with warehouse.materialization(context) as lake:
+        docs = lake.query("SELECT doc_id, source, content FROM raw_stack_plus")
+        if docs.height == 0:
+            raise dg.Failure("raw_stack_plus is empty: nothing to sample. Materialize raw_stack_plus first.")
+        sample = stratified_sample(docs, config.sample_fraction, config.min_docs, config.max_docs, config.seed)
+        context.log.info(f"Grading {sample.height} of {docs.height} documents ({PROMPT_VERSION})")
+        requests = grading_requests(sample, config)
+        with llm.session(context, warehouse) as session:
+            prompt_tokens = round(sum(estimate_tokens(r.messages) for r in requests) / len(requests))
+            session.log_estimate(len(requests), prompt_tokens, config.max_tokens)
+            results = session.complete_json(requests, schema=Grade)
+            threshold = resolve_label_threshold(config.label_threshold, session.endpoint.is_local)
+            annotations = annotation_rows(sample, results, threshold, config.max_chars, session.model)
+            lake.write_table("annotated_sample", annotations)
+            llm_metadata = session.metadata()
     balance = label_balance(annotations)
     status_counts = dict(Counter(annotations["status"].to_list()))
     return table_result(
@@ -344,4 +344,5 @@ def annotated_sample(
             **balance,
             **llm_metadata,
         },
+        snapshot_id=lake.snapshot_id_published,
     )

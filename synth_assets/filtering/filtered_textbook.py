@@ -151,7 +151,6 @@ def filter_corpus(
     deps=[dg.AssetKey("quality_classifier"), dg.AssetKey("raw_stack_plus"), dg.AssetKey("annotated_sample")],
     group_name="filtering",
     kinds={"duckdb", "python", "scikitlearn"},
-    pool="duckdb",
     owners=["team:synth-assets"],
     code_version="filter-1",
     automation_condition=on_upstream_change(),
@@ -171,15 +170,16 @@ def filtered_textbook(
     If the embedding classifier was chosen, the corpus is embedded through the LLM
     layer (cached) on the first `embed_max_chars` characters the classifier was trained on.
     """
-    row = resolve_classifier(warehouse, config.classifier_version)
-    model = load_model(row["artefact_path"])
-    context.log.info(f"Scoring raw_stack_plus with {model.classifier_version} ({model.feature_set})")
-    llm_metadata: dict[str, Any] = {}
-    session_scope = llm.session(context, warehouse) if model.feature_set == EMBEDDINGS else nullcontext(None)
-    with session_scope as session:
-        totals = filter_corpus(warehouse, model, config, row["training_data_hash"], session)
-        if session is not None:
-            llm_metadata = session.metadata()
+    with warehouse.materialization(context) as lake:
+        row = resolve_classifier(lake, config.classifier_version)
+        model = load_model(row["artefact_path"])
+        context.log.info(f"Scoring raw_stack_plus with {model.classifier_version} ({model.feature_set})")
+        llm_metadata: dict[str, Any] = {}
+        session_scope = llm.session(context, warehouse) if model.feature_set == EMBEDDINGS else nullcontext(None)
+        with session_scope as session:
+            totals = filter_corpus(lake, model, config, row["training_data_hash"], session)
+            if session is not None:
+                llm_metadata = session.metadata()
     kept, dropped = totals["kept_docs"], totals["dropped_docs"]
     return table_result(
         warehouse,
@@ -197,4 +197,5 @@ def filtered_textbook(
             "score_histogram": dg.MetadataValue.md(totals["score_histogram"]),
             **llm_metadata,
         },
+        snapshot_id=lake.snapshot_id_published,
     )

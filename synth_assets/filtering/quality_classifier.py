@@ -25,7 +25,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 
 from resources.llm import LLMResource
-from resources.warehouse import Warehouse
+from resources.warehouse import Lake, Warehouse
 from synth_assets.automation import on_upstream_change
 from synth_assets.filtering.features import (
     EMBEDDINGS,
@@ -332,12 +332,15 @@ def load_model(path: str | Path) -> QualityModel:
     return model
 
 
-def record_version(warehouse: Warehouse, row: dict[str, Any]) -> None:
-    """Upsert one row of quality_classifier_versions (history of every trained model)."""
+def record_version(warehouse: Warehouse | Lake, row: dict[str, Any]) -> None:
+    """Upsert one row of quality_classifier_versions (history of every trained model):
+    the history without this version plus its new row, written as one table, so the
+    upsert is one atomic write (DuckLake has no upsert)."""
     frame = pl.DataFrame([row])
     if warehouse.table_exists(VERSIONS_TABLE):
-        warehouse.execute(f"DELETE FROM {VERSIONS_TABLE} WHERE classifier_version = ?", [row["classifier_version"]])
-    warehouse.append_table(VERSIONS_TABLE, frame)
+        history = warehouse.query(f"SELECT * FROM {VERSIONS_TABLE} WHERE classifier_version <> ?", [row["classifier_version"]])
+        frame = pl.concat([history, frame], how="diagonal_relaxed")
+    warehouse.write_table(VERSIONS_TABLE, frame)
 
 
 def load_training_data(warehouse: Warehouse) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -476,7 +479,6 @@ def outcome_metadata(outcome: TrainingOutcome, artefact_path: Path, n_train: int
     deps=[dg.AssetKey("annotated_sample"), dg.AssetKey("raw_stack_plus")],
     group_name="filtering",
     kinds={"duckdb", "python", "scikitlearn"},
-    pool="duckdb",
     owners=["team:synth-assets"],
     code_version=CODE_VERSION,
     automation_condition=on_upstream_change(),
@@ -521,21 +523,25 @@ def quality_classifier(
     except InsufficientLabels as exc:
         raise dg.Failure(description=str(exc)) from exc
     path = save_model(outcome.model, config.artefact_dir)
-    record_version(
-        warehouse,
-        {
-            "classifier_version": outcome.model.classifier_version,
-            "feature_set": outcome.chosen,
-            "artefact_path": str(path),
-            "training_data_hash": outcome.model.training_data_hash,
-            "n_train": len(doc_ids),
-            "metrics_json": json.dumps(outcome.model.metrics, sort_keys=True),
-            "beats_baseline": outcome.beats_baseline,
-            "created_at": datetime.now(UTC),
-        },
-    )
+    with warehouse.materialization(context) as lake:
+        record_version(
+            lake,
+            {
+                "classifier_version": outcome.model.classifier_version,
+                "feature_set": outcome.chosen,
+                "artefact_path": str(path),
+                "training_data_hash": outcome.model.training_data_hash,
+                "n_train": len(doc_ids),
+                "metrics_json": json.dumps(outcome.model.metrics, sort_keys=True),
+                "beats_baseline": outcome.beats_baseline,
+                "created_at": datetime.now(UTC),
+            },
+        )
     if not outcome.beats_baseline:
         context.log.warning(f"{outcome.chosen} does not beat the majority-class baseline; see cv_metrics")
     return table_result(
-        warehouse, VERSIONS_TABLE, {**outcome_metadata(outcome, path, len(doc_ids), excluded), **llm_metadata}
+        warehouse,
+        VERSIONS_TABLE,
+        {**outcome_metadata(outcome, path, len(doc_ids), excluded), **llm_metadata},
+        snapshot_id=lake.snapshot_id_published,
     )

@@ -390,7 +390,6 @@ def summary_metadata(summary: IngestSummary, config: RawStackPlusConfig) -> dict
 
 @dg.asset(
     group_name="ingest",
-    pool="duckdb",
     kinds={"duckdb", "python"},
     owners=["team:synth-assets"],
     code_version="1",
@@ -413,15 +412,16 @@ def raw_stack_plus(context: dg.AssetExecutionContext, config: RawStackPlusConfig
     `ingest_rejects` with its reason. `n_tokens` is approximate: regex word and
     punctuation tokens, not a BPE count.
     """
-    try:
-        summary = ingest(warehouse, config, context.log.info)
-    except SourceNotFound as exc:
-        raise dg.Failure(description=f"raw_stack_plus: {exc}. Fix the `sources` run config.") from exc
-    except ValueError as exc:
-        if "unknown source kind" not in str(exc):
-            raise
-        raise dg.Failure(description=f"raw_stack_plus: {exc}") from exc
-    metadata = summary_metadata(summary, config)
-    metadata["dedup_removed_rows"] = summary.exact_duplicates + summary.near_duplicates
-    metadata["ingest_rejects_rows"] = summary.rejected
-    return table_result(warehouse, RAW_TABLE, metadata)
+    with warehouse.materialization(context) as lake:
+        try:
+            summary = ingest(lake, config, context.log.info)
+        except SourceNotFound as exc:
+            raise dg.Failure(description=f"raw_stack_plus: {exc}. Fix the `sources` run config.") from exc
+        except ValueError as exc:
+            if "unknown source kind" not in str(exc):
+                raise
+            raise dg.Failure(description=f"raw_stack_plus: {exc}") from exc
+        metadata = summary_metadata(summary, config)
+        metadata["dedup_removed_rows"] = summary.exact_duplicates + summary.near_duplicates
+        metadata["ingest_rejects_rows"] = summary.rejected
+    return table_result(warehouse, RAW_TABLE, metadata, snapshot_id=lake.snapshot_id_published)

@@ -378,7 +378,6 @@ def cost_report_table(report: CostReport) -> pl.DataFrame:
 
 @dg.asset(
     group_name="reports",
-    pool="duckdb",
     kinds={"duckdb", "python", "html"},
     owners=["team:synth-assets"],
     code_version="1",
@@ -398,27 +397,28 @@ def cost_report(context: dg.AssetExecutionContext, config: CostReportConfig, war
     the config, default `data/reports/cost_report.html`). The lineage views are the
     `lineage_views` asset's.
     Also runs daily at 06:00 UTC (`daily_cost_report_schedule`)."""
-    calls, notes = load_ledger(warehouse)
-    report = build_cost_report(calls, top_n=config.top_n, notes=notes)
-    png = spend_chart_png(report)
-    report_path = write_html(config.report_path, render_html(report, png))
-    warehouse.write_table(COST_REPORT_TABLE, cost_report_table(report))
-    for note in report.notes:
-        context.log.info(note)
-    t = report.totals
-    metadata = {
-        "summary": dg.MetadataValue.md(summary_markdown(report)),
-        "chart": dg.MetadataValue.md(chart_markdown(png)),
-        "by_asset": dg.MetadataValue.md(render_markdown(report.by_asset)),
-        "by_run": dg.MetadataValue.md(render_markdown(report.by_run)),
-        "by_model": dg.MetadataValue.md(render_markdown(report.by_model)),
-        "by_day": dg.MetadataValue.md(render_markdown(report.by_day)),
-        "top_materializations": dg.MetadataValue.md(render_markdown(report.top_materializations)),
-        "report_path": dg.MetadataValue.path(str(report_path.resolve())),
-        "total_calls": dg.MetadataValue.int(int(t["calls"])),
-        "total_cost_usd": dg.MetadataValue.float(float(t["cost_usd"])),
-        "total_saved_usd": dg.MetadataValue.float(float(t["saved_usd"])),
-        "no_cache_cost_usd": dg.MetadataValue.float(float(t["no_cache_cost_usd"])),
-        "unknown_price_calls": dg.MetadataValue.int(int(t["unknown_price_calls"])),
-    }
-    return table_result(warehouse, COST_REPORT_TABLE, metadata)
+    with warehouse.materialization(context) as lake:
+        calls, notes = load_ledger(lake)
+        report = build_cost_report(calls, top_n=config.top_n, notes=notes)
+        png = spend_chart_png(report)
+        report_path = write_html(config.report_path, render_html(report, png))
+        lake.write_table(COST_REPORT_TABLE, cost_report_table(report))
+        for note in report.notes:
+            context.log.info(note)
+        t = report.totals
+        metadata = {
+            "summary": dg.MetadataValue.md(summary_markdown(report)),
+            "chart": dg.MetadataValue.md(chart_markdown(png)),
+            "by_asset": dg.MetadataValue.md(render_markdown(report.by_asset)),
+            "by_run": dg.MetadataValue.md(render_markdown(report.by_run)),
+            "by_model": dg.MetadataValue.md(render_markdown(report.by_model)),
+            "by_day": dg.MetadataValue.md(render_markdown(report.by_day)),
+            "top_materializations": dg.MetadataValue.md(render_markdown(report.top_materializations)),
+            "report_path": dg.MetadataValue.path(str(report_path.resolve())),
+            "total_calls": dg.MetadataValue.int(int(t["calls"])),
+            "total_cost_usd": dg.MetadataValue.float(float(t["cost_usd"])),
+            "total_saved_usd": dg.MetadataValue.float(float(t["saved_usd"])),
+            "no_cache_cost_usd": dg.MetadataValue.float(float(t["no_cache_cost_usd"])),
+            "unknown_price_calls": dg.MetadataValue.int(int(t["unknown_price_calls"])),
+        }
+    return table_result(warehouse, COST_REPORT_TABLE, metadata, snapshot_id=lake.snapshot_id_published)

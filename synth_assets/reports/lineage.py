@@ -18,9 +18,9 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from resources.warehouse import Warehouse, default_warehouse_path
+from resources.warehouse import Lake, Warehouse, WarehouseMissing, default_warehouse_path
 from synth_assets.reports.cost_report import build_cost_report
-from synth_assets.reports.lineage_views import create_lineage_views, query_frame, quote_identifier, table_columns
+from synth_assets.reports.lineage_views import query_frame, quote_identifier, table_columns
 
 
 # ---------------------------------------------------------------- tracing one id
@@ -87,7 +87,7 @@ class LineageError(LookupError):
     """The id is unknown or ambiguous; the message says which and lists candidates."""
 
 
-def resolve_id(warehouse: Warehouse, text: str) -> tuple[str, str]:
+def resolve_id(warehouse: Warehouse | Lake, text: str) -> tuple[str, str]:
     """(kind, full id) for an id or a unique id prefix, searched in every table that holds
     that kind of id."""
     with warehouse.connect() as conn:
@@ -130,7 +130,7 @@ def _rows(conn: duckdb.DuckDBPyConnection, columns: dict[str, list[str]], step: 
     return frame.to_dicts()
 
 
-def trace(warehouse: Warehouse, text: str) -> Trace:
+def trace(warehouse: Warehouse | Lake, text: str) -> Trace:
     """The chain of rows behind one id and the LLM calls (by cache_key) that produced them."""
     with warehouse.connect() as conn:
         return _trace(conn, text)
@@ -216,19 +216,32 @@ def main(argv: list[str] | None = None) -> int:
         "Give an exercise_id, section_id, prompt_id or doc_id (a unique prefix is enough).",
     )
     parser.add_argument("row_id")
-    parser.add_argument("--warehouse", default=None, help="DuckDB file (default: $SYNTH_ASSETS_WAREHOUSE or data/warehouse.duckdb)")
+    parser.add_argument(
+        "--warehouse", default=None,
+        help="the lake's folder (default: $SYNTH_ASSETS_WAREHOUSE or data/lake; $SYNTH_ASSETS_CATALOG for PostgreSQL)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--snapshot", type=int, default=None,
+        help="read the lake as of this DuckLake snapshot id (a materialization's `lake/snapshot_id`)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    path = args.warehouse or default_warehouse_path()
-    if not Path(path).exists():
-        print(f"lineage: no warehouse at {path} (materialize the pipeline first, or pass --warehouse)", file=sys.stderr)
-        return 1
-    warehouse = Warehouse(path=path)
+    warehouse = Warehouse(path=args.warehouse or default_warehouse_path()).read_only()
+    reader = warehouse.lake(as_of_snapshot=args.snapshot)
     try:
-        create_lineage_views(warehouse)
-        print(format_trace(trace(warehouse, args.row_id)))
+        print(format_trace(trace(reader, args.row_id)))
+    except WarehouseMissing as exc:
+        print(f"lineage: {exc}; or pass --warehouse", file=sys.stderr)
+        return 1
+    except duckdb.Error as exc:
+        if args.snapshot is None:
+            raise
+        print(f"lineage: cannot read snapshot {args.snapshot}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
     except LineageError as exc:
         print(f"lineage: {exc}", file=sys.stderr)
         return 1
+    if args.snapshot is not None:
+        print(f"(as of lake snapshot {args.snapshot})")
     return 0
 
 

@@ -229,7 +229,6 @@ VIEW_SOURCE_ASSETS = (
 
 @dg.asset(
     group_name="reports",
-    pool="duckdb",
     kinds={"duckdb", "sql"},
     owners=["team:synth-assets"],
     code_version="lineage_views-1",

@@ -344,7 +344,6 @@ def build_release(warehouse: Warehouse, config: ReleaseConfig) -> tuple[list[Exp
 
 @dg.asset(
     group_name="release",
-    pool="duckdb",
     kinds={"duckdb", "python", "parquet"},
     owners=["team:synth-assets"],
     code_version="1",
@@ -364,22 +363,23 @@ def training_data_release(
     and removed, by signal). Also writes the `training_data_release` table: one row per config
     with its file paths and Parquet sha256. Exercises whose solution failed its tests are left
     out (counted, with the reason, in the card) unless `include_failed_exercises`. Fails, naming the table, if an input table is missing."""
-    exported, card, card_path = build_release(warehouse, config)
-    warehouse.write_table(RELEASE_TABLE, manifest(exported))
-    for item in exported:
-        context.log.info(f"{item.spec.name}: {item.rows} rows, {item.tokens} tokens -> {item.parquet_path}")
-    metadata: dict[str, Any] = {
-        "release_dir": dg.MetadataValue.path(str(Path(config.release_dir).resolve())),
-        "dataset_card_path": dg.MetadataValue.path(str(card_path.resolve())),
-        "dataset_card": dg.MetadataValue.md(card),
-        "files": dg.MetadataValue.md(
-            markdown_table([(e.spec.name, e.rows, str(e.parquet_path), str(e.jsonl_path)) for e in exported],
-                           ["config", "rows", "parquet", "jsonl"])
-        ),
-    }
-    for item in exported:
-        metadata[f"rows/{item.spec.name}"] = dg.MetadataValue.int(item.rows)
-        if item.left_out:
-            metadata[f"left_out/{item.spec.name}"] = dg.MetadataValue.int(item.left_out)
-        metadata[f"tokens/{item.spec.name}"] = dg.MetadataValue.int(item.tokens)
-    return table_result(warehouse, RELEASE_TABLE, metadata)
+    with warehouse.materialization(context) as lake:
+        exported, card, card_path = build_release(lake, config)
+        lake.write_table(RELEASE_TABLE, manifest(exported))
+        for item in exported:
+            context.log.info(f"{item.spec.name}: {item.rows} rows, {item.tokens} tokens -> {item.parquet_path}")
+        metadata: dict[str, Any] = {
+            "release_dir": dg.MetadataValue.path(str(Path(config.release_dir).resolve())),
+            "dataset_card_path": dg.MetadataValue.path(str(card_path.resolve())),
+            "dataset_card": dg.MetadataValue.md(card),
+            "files": dg.MetadataValue.md(
+                markdown_table([(e.spec.name, e.rows, str(e.parquet_path), str(e.jsonl_path)) for e in exported],
+                               ["config", "rows", "parquet", "jsonl"])
+            ),
+        }
+        for item in exported:
+            metadata[f"rows/{item.spec.name}"] = dg.MetadataValue.int(item.rows)
+            if item.left_out:
+                metadata[f"left_out/{item.spec.name}"] = dg.MetadataValue.int(item.left_out)
+            metadata[f"tokens/{item.spec.name}"] = dg.MetadataValue.int(item.tokens)
+    return table_result(warehouse, RELEASE_TABLE, metadata, snapshot_id=lake.snapshot_id_published)

@@ -180,7 +180,6 @@ def load_plans(warehouse: Warehouse) -> list[TextbookPrompt]:
 
 @dg.asset(
     group_name="synthesis",
-    pool="duckdb",
     kinds={"duckdb", "python", "openai"},
     owners=["team:synth-assets"],
     code_version=f"synthetic_textbook-1+{PROMPT_VERSION}",
@@ -200,21 +199,22 @@ def synthetic_textbook(
     `llm_budget_exceeded` (the call failed; error kept), `empty_output`, or
     `near_duplicate` (MinHash on word 5-grams, Jaccard >= 0.8 with an earlier kept
     section). Sections without parseable code are kept, flagged by `code_blocks_parse`."""
-    plans = load_plans(warehouse)
-    requests = [
-        ChatRequest(messages=build_messages(p), temperature=config.temperature, max_tokens=config.max_tokens, row_id=p.prompt_id)
-        for p in plans
-    ]
-    with llm.session(context, warehouse) as session:
-        session.log_estimate(len(requests), 150, config.max_tokens)
-        results = session.complete(requests)
-        kept, rejects = section_rows(plans, results, session.model, config.near_duplicate_threshold)
-        warehouse.write_table(SECTIONS_TABLE, pl.DataFrame(kept, schema=SECTION_SCHEMA))
-        warehouse.write_table(REJECTS_TABLE, pl.DataFrame(rejects, schema=SECTION_REJECT_SCHEMA))
-        llm_metadata = session.metadata()
-    reasons = Counter(r["reason"] for r in rejects)
-    texts = [row["text"] for row in kept]
-    context.log.info(f"synthetic_textbook: {len(kept)} sections kept, {len(rejects)} rejected")
+    with warehouse.materialization(context) as lake:
+        plans = load_plans(lake)
+        requests = [
+            ChatRequest(messages=build_messages(p), temperature=config.temperature, max_tokens=config.max_tokens, row_id=p.prompt_id)
+            for p in plans
+        ]
+        with llm.session(context, warehouse) as session:
+            session.log_estimate(len(requests), 150, config.max_tokens)
+            results = session.complete(requests)
+            kept, rejects = section_rows(plans, results, session.model, config.near_duplicate_threshold)
+            lake.write_table(SECTIONS_TABLE, pl.DataFrame(kept, schema=SECTION_SCHEMA))
+            lake.write_table(REJECTS_TABLE, pl.DataFrame(rejects, schema=SECTION_REJECT_SCHEMA))
+            llm_metadata = session.metadata()
+        reasons = Counter(r["reason"] for r in rejects)
+        texts = [row["text"] for row in kept]
+        context.log.info(f"synthetic_textbook: {len(kept)} sections kept, {len(rejects)} rejected")
     return table_result(
         warehouse,
         SECTIONS_TABLE,
@@ -231,4 +231,5 @@ def synthetic_textbook(
             **{f"diversity/{k}": v for k, v in diversity_metadata(texts).items()},
             **llm_metadata,
         },
+        snapshot_id=lake.snapshot_id_published,
     )

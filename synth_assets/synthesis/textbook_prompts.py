@@ -40,7 +40,6 @@ PROMPT_SCHEMA = {
 
 @dg.asset(
     group_name="synthesis",
-    pool="duckdb",
     kinds={"duckdb", "python"},
     owners=["team:synth-assets"],
     code_version=PLAN_VERSION,
@@ -58,12 +57,13 @@ def textbook_prompts(
     "a developer who maintains code that uses X for: Y"), all deduplicated with MinHash
     (Persona Hub: 1-gram shingles, 128 permutations, Jaccard 0.9). The corpus is read
     opportunistically, not declared as a dependency: this asset runs without it."""
-    catalog = load_catalog()
-    corpus = sample_corpus_files(warehouse, PERSONA_CORPUS_TABLES, config.n_corpus_personas, config.seed)
-    personas, removed = persona_pool(catalog, corpus)
-    plans = plan_textbook_prompts(catalog, config.n_prompts, config.seed, personas, config.n_required_words)
-    warehouse.write_table(PROMPTS_TABLE, pl.DataFrame([p.row() for p in plans], schema=PROMPT_SCHEMA))
-    context.log.info(f"textbook_prompts: {len(plans)} plans, {len(personas)} personas ({len(removed)} near-duplicates removed)")
+    with warehouse.materialization(context) as lake:
+        catalog = load_catalog()
+        corpus = sample_corpus_files(lake, PERSONA_CORPUS_TABLES, config.n_corpus_personas, config.seed)
+        personas, removed = persona_pool(catalog, corpus)
+        plans = plan_textbook_prompts(catalog, config.n_prompts, config.seed, personas, config.n_required_words)
+        lake.write_table(PROMPTS_TABLE, pl.DataFrame([p.row() for p in plans], schema=PROMPT_SCHEMA))
+        context.log.info(f"textbook_prompts: {len(plans)} plans, {len(personas)} personas ({len(removed)} near-duplicates removed)")
     return table_result(
         warehouse,
         PROMPTS_TABLE,
@@ -80,4 +80,5 @@ def textbook_prompts(
             "distinct_audiences": len({p.audience for p in plans}),
             "catalog_topics": len(catalog.topics),
         },
+        snapshot_id=lake.snapshot_id_published,
     )
