@@ -293,7 +293,6 @@ def reason_family(reason: str) -> str:
 
 @dg.asset(
     group_name="synthesis",
-    pool="duckdb",
     kinds={"duckdb", "python", "openai"},
     owners=["team:synth-assets"],
     code_version=CODE_VERSION,
@@ -321,45 +320,46 @@ def code_exercises(
     either table exists. Those tables are read opportunistically and are not declared
     dependencies: the asset runs without them, and a corpus refresh should not by
     itself trigger paid regeneration."""
-    snippets = sample_corpus_snippets(warehouse, SNIPPET_TABLES, config.n_snippet_docs, config.seed)
-    plans = plan_exercises(load_catalog(), config.n_exercises, config.seed, snippets, config.oss_instruct_fraction)
-    requests = [
-        ChatRequest(
-            messages=build_messages(plan), temperature=config.temperature, max_tokens=config.max_tokens,
-            row_id=plan.exercise_id,
+    with warehouse.materialization(context) as lake:
+        snippets = sample_corpus_snippets(lake, SNIPPET_TABLES, config.n_snippet_docs, config.seed)
+        plans = plan_exercises(load_catalog(), config.n_exercises, config.seed, snippets, config.oss_instruct_fraction)
+        requests = [
+            ChatRequest(
+                messages=build_messages(plan), temperature=config.temperature, max_tokens=config.max_tokens,
+                row_id=plan.exercise_id,
+            )
+            for plan in plans
+        ]
+        # The wall clock is the limit users set; RLIMIT_CPU is only a backstop one second
+        # behind it, so a busy loop is reported as "timeout" rather than racing SIGXCPU.
+        limits = SandboxLimits(
+            timeout_s=config.sandbox_timeout_s, cpu_s=math.ceil(config.sandbox_timeout_s) + 1,
+            memory_mb=config.sandbox_memory_mb, allow_unisolated_execution=config.allow_unisolated_execution,
         )
-        for plan in plans
-    ]
-    # The wall clock is the limit users set; RLIMIT_CPU is only a backstop one second
-    # behind it, so a busy loop is reported as "timeout" rather than racing SIGXCPU.
-    limits = SandboxLimits(
-        timeout_s=config.sandbox_timeout_s, cpu_s=math.ceil(config.sandbox_timeout_s) + 1,
-        memory_mb=config.sandbox_memory_mb, allow_unisolated_execution=config.allow_unisolated_execution,
-    )
-    try:  # before any paid call: generated code that cannot be run safely is not worth generating
-        isolation = require_isolation(limits)
-    except SandboxUnavailable as exc:
-        raise dg.Failure(description=str(exc)) from exc
-    if not isolation["isolated"]:
-        context.log.warning(f"code_exercises: executing generated code UNISOLATED: {isolation['missing']}")
-    with llm.session(context, warehouse) as session:
-        session.log_estimate(len(requests), 260, config.max_tokens)
-        results = session.complete_json(requests, schema=ExerciseDraft)
-        rows, rejects = exercise_rows(plans, results, limits, config.sandbox_workers)
-        model = session.model
-        for row in rows:
-            row["model"] = model
-        for reject in rejects:
-            reject["model"] = model
-        warehouse.write_table(EXERCISES_TABLE, pl.DataFrame(rows, schema=EXERCISE_SCHEMA))
-        warehouse.write_table(REJECTS_TABLE, pl.DataFrame(rejects, schema=REJECT_SCHEMA))
-        llm_metadata = session.metadata()
-    metadata = exercise_metadata(plans, rows, rejects, snippets)
-    context.log.info(
-        f"code_exercises: {len(rows)} accepted ({metadata['passed']} passed), {len(rejects)} rejected"
-    )
-    isolation_metadata = {"sandbox_isolation": dg.MetadataValue.json(isolation)}
-    return table_result(warehouse, EXERCISES_TABLE, {**metadata, **isolation_metadata, **llm_metadata})
+        try:  # before any paid call: generated code that cannot be run safely is not worth generating
+            isolation = require_isolation(limits)
+        except SandboxUnavailable as exc:
+            raise dg.Failure(description=str(exc)) from exc
+        if not isolation["isolated"]:
+            context.log.warning(f"code_exercises: executing generated code UNISOLATED: {isolation['missing']}")
+        with llm.session(context, warehouse) as session:
+            session.log_estimate(len(requests), 260, config.max_tokens)
+            results = session.complete_json(requests, schema=ExerciseDraft)
+            rows, rejects = exercise_rows(plans, results, limits, config.sandbox_workers)
+            model = session.model
+            for row in rows:
+                row["model"] = model
+            for reject in rejects:
+                reject["model"] = model
+            lake.write_table(EXERCISES_TABLE, pl.DataFrame(rows, schema=EXERCISE_SCHEMA))
+            lake.write_table(REJECTS_TABLE, pl.DataFrame(rejects, schema=REJECT_SCHEMA))
+            llm_metadata = session.metadata()
+        metadata = exercise_metadata(plans, rows, rejects, snippets)
+        context.log.info(
+            f"code_exercises: {len(rows)} accepted ({metadata['passed']} passed), {len(rejects)} rejected"
+        )
+        isolation_metadata = {"sandbox_isolation": dg.MetadataValue.json(isolation)}
+    return table_result(warehouse, EXERCISES_TABLE, {**metadata, **isolation_metadata, **llm_metadata}, snapshot_id=lake.snapshot_id_published)
 
 
 def exercise_metadata(plans: list[ExercisePlan], rows: list[dict], rejects: list[dict], snippets: list) -> dict:
