@@ -139,7 +139,8 @@ def dedup_removed_checks(b: QualityBounds) -> list[CheckSpec]:
             blocking=True,
             description="One row per dropped copy, (doc_id, source, origin) unique; every removed "
             f"document points at a kept doc_id in {kept_table}; an exact duplicate shares the kept "
-            "doc_id, a near duplicate is itself not kept.",
+            "doc_id (or, when that copy was removed as a near duplicate, points at its survivor), "
+            "a near duplicate is itself not kept.",
             id_column="doc_id",
             rules=(
                 # finalise_tables: exact copies share the kept doc_id, so doc_id alone
@@ -160,10 +161,15 @@ def dedup_removed_checks(b: QualityBounds) -> list[CheckSpec]:
                     f"SELECT d.doc_id, d.reason FROM {{table}} d SEMI JOIN {kept_table} r ON r.doc_id = d.doc_id "
                     f"WHERE d.reason = '{near}'",
                 ),
+                # An exact copy points at its own kept copy, or, when that copy was itself
+                # removed as a near duplicate, at the survivor of that near duplicate (as
+                # finalise_tables writes it): on real corpora (site-packages) both happen.
                 SqlRowRule(
                     "exact_duplicate_shares_doc_id",
-                    "SELECT doc_id, near_duplicate_of FROM {table} "
-                    f"WHERE reason = '{exact}' AND doc_id IS DISTINCT FROM near_duplicate_of",
+                    "SELECT d.doc_id, d.near_duplicate_of FROM {table} d "
+                    f"WHERE d.reason = '{exact}' AND d.doc_id IS DISTINCT FROM d.near_duplicate_of "
+                    "AND NOT EXISTS (SELECT 1 FROM {table} n "
+                    f"WHERE n.reason = '{near}' AND n.doc_id = d.doc_id AND n.near_duplicate_of = d.near_duplicate_of)",
                 ),
             ),
             gx_suite=suite,

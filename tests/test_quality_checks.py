@@ -778,3 +778,32 @@ def test_decontamination_config_defaults_are_the_thresholds_kept_exercises_are_h
     checked = {t.score_column: t.threshold for t in published_thresholds()}
     assert set(checked) == {"max_ngram_overlap", "longest_shared_ngram", "minhash_jaccard", "ast_match_rate", "embedding_cosine"}
     assert checked == {name: getattr(config_defaults, name) for name in checked}
+
+
+def test_an_exact_copy_of_a_near_duplicate_points_at_the_survivor_and_passes(tmp_path):
+    """Real corpora (a virtualenv's site-packages) have files whose exact copy was also a near
+    duplicate of a longer file: the copy then points at the cluster's survivor, which the
+    integrity check must accept (it blocked raw_stack_plus before, issue 12)."""
+    from synth_assets.ingest.raw_stack_plus import raw_stack_plus
+
+    body = "\n".join(f"def helper_{i}(value):\n    return value * {i} + {i % 7}\n" for i in range(40))
+    corpus = tmp_path / "corpus"
+    for folder in ("a", "b", "c"):
+        (corpus / folder).mkdir(parents=True)
+    (corpus / "a" / "short.py").write_text(body)
+    (corpus / "b" / "short_copy.py").write_text(body)  # exact copy of the short file
+    (corpus / "c" / "longer.py").write_text(body + "\n\ndef one_more(value):\n    return value - 1\n")
+    warehouse = Warehouse(path=str(tmp_path / "lake"))
+    result = dg.materialize(
+        [raw_stack_plus],
+        resources={"warehouse": warehouse},
+        run_config={"ops": {"raw_stack_plus": {"config": {"sources": [{"kind": "python_tree", "path": str(corpus)}]}}}},
+    )
+    assert result.success
+    removed = warehouse.query("SELECT origin, reason, near_duplicate_of FROM dedup_removed ORDER BY origin")
+    kept = warehouse.query("SELECT doc_id, origin FROM raw_stack_plus")
+    assert [Path(o).relative_to(corpus).as_posix() for o in kept["origin"]] == ["c/longer.py"]
+    survivor = kept["doc_id"][0]
+    rows = [(Path(origin).relative_to(corpus).as_posix(), reason, of) for origin, reason, of in removed.rows()]
+    assert rows == [("a/short.py", "near_duplicate", survivor), ("b/short_copy.py", "exact_duplicate", survivor)]
+    assert run(warehouse, "dedup_removed_integrity").passed
