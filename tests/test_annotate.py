@@ -19,7 +19,8 @@ from synth_assets.filtering.annotated_sample import (
     grading_messages,
     sample_size,
     score_histogram_markdown,
-    stratified_sample,
+    draw_key,
+    sample_in_sql,
     truncate_for_prompt,
 )
 from tests.openai_double import OpenAIDouble
@@ -75,11 +76,16 @@ def test_allocation_is_proportional_and_covers_small_sources():
     assert abs(alloc["stdlib"] - 45) <= 1
 
 
-def test_stratified_sample_is_seeded_stratified_and_bounded():
+def stratified_sample(warehouse, docs: pl.DataFrame, fraction, min_docs, max_docs, seed, max_chars=10_000):
+    warehouse.write_table("corpus", docs)
+    return sample_in_sql(warehouse, "corpus", fraction, min_docs, max_docs, seed, max_chars)[0]
+
+
+def test_stratified_sample_is_seeded_stratified_and_bounded(warehouse):
     docs = corpus_frame({"stdlib": 400, "examples": 100, "tiny": 3})
-    first = stratified_sample(docs, fraction=0.1, min_docs=10, max_docs=30, seed=7)
-    again = stratified_sample(docs.reverse(), fraction=0.1, min_docs=10, max_docs=30, seed=7)
-    other = stratified_sample(docs, fraction=0.1, min_docs=10, max_docs=30, seed=8)
+    first = stratified_sample(warehouse, docs, fraction=0.1, min_docs=10, max_docs=30, seed=7)
+    again = stratified_sample(warehouse, docs.reverse(), fraction=0.1, min_docs=10, max_docs=30, seed=7)
+    other = stratified_sample(warehouse, docs, fraction=0.1, min_docs=10, max_docs=30, seed=8)
 
     assert first.height == 30  # 50 clamped to max_docs
     assert first["doc_id"].to_list() == again["doc_id"].to_list()  # row order does not matter
@@ -91,9 +97,28 @@ def test_stratified_sample_is_seeded_stratified_and_bounded():
     assert set(first["doc_id"]) <= set(docs["doc_id"])
 
 
-def test_stratified_sample_of_a_small_corpus_takes_all_of_it():
+def test_stratified_sample_of_a_small_corpus_takes_all_of_it(warehouse):
     docs = corpus_frame({"a": 5, "b": 4})
-    assert stratified_sample(docs, 0.003, 40, 200, seed=0).height == 9
+    assert stratified_sample(warehouse, docs, 0.003, 40, 200, seed=0).height == 9
+
+
+def test_the_sql_sample_is_the_documents_with_the_smallest_draw_keys_per_source(warehouse):
+    docs = corpus_frame({"stdlib": 300, "examples": 60})
+    sample = stratified_sample(warehouse, docs, fraction=0.1, min_docs=10, max_docs=None, seed=3, max_chars=8)
+    alloc = allocate_by_source({"stdlib": 300, "examples": 60}, 36)
+    expected = set()
+    for source, quota in alloc.items():
+        ids = docs.filter(pl.col("source") == source)["doc_id"].to_list()
+        expected |= set(sorted(ids, key=lambda d: draw_key(3, d))[:quota])
+    assert set(sample["doc_id"]) == expected and sample.height == 36
+    # only max_chars + 1 characters of each file come back: enough to know it was cut
+    assert sample["content"].str.len_chars().max() == 9
+
+
+def test_no_hidden_cap_at_phi1_share():
+    # phi-1: ~0.3% of ~35M files graded, ~100k; nothing clamps it unless max_docs is set
+    assert sample_size(35_000_000, 0.003, 40, None) == 105_000
+    assert sample_size(35_000_000, 0.003, 40, 200) == 200
 
 
 # ------------------------------------------------------------------------------ prompts

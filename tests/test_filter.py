@@ -55,8 +55,9 @@ def test_iter_batches_covers_every_row_exactly_once(warehouse):
     assert [b.height for b in exact] == [23]
 
 
-def test_score_histogram_bins_and_unscored():
-    md = score_histogram([0.05, 0.95, 1.0, None])
+def test_score_histogram_bins_and_unscored(warehouse):
+    warehouse.write_table("textbook_scores", pl.DataFrame({"quality_score": [0.05, 0.95, 1.0, None]}))
+    md = score_histogram(warehouse)
     assert "| [0.0, 0.1) | 1 |" in md and "| [0.9, 1.0] | 2 |" in md and "| unscored | 1 |" in md
 
 
@@ -93,6 +94,33 @@ def test_filtered_textbook_scores_all_rows_in_batches(warehouse, tmp_path):
     assert meta["tokens/kept"].value + meta["tokens/dropped"].value == n_tokens
     assert meta["classifier_version"].value == model.classifier_version
     assert "unscored | 0" in meta["score_histogram"].value
+
+
+def test_keep_token_share_keeps_the_best_scored_documents_up_to_that_share(warehouse, tmp_path):
+    install_model(warehouse, tmp_path, HASHED_NGRAMS)
+    texts = corpus()
+    warehouse.write_table("raw_stack_plus", raw_stack_plus_rows(texts))
+    result = dg.materialize(
+        [filtered_textbook],
+        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key="sk-x")},
+        run_config=dg.RunConfig({"filtered_textbook": FilterConfig(batch_size=7, keep_token_share=0.3)}),
+    )
+    assert result.success
+    ranked = warehouse.query(
+        "SELECT s.quality_score, s.kept, r.n_tokens FROM textbook_scores s JOIN raw_stack_plus r USING (doc_id) "
+        "ORDER BY s.quality_score DESC"
+    )
+    total = ranked["n_tokens"].sum()
+    kept = ranked.filter(pl.col("kept"))
+    meta = result.asset_materializations_for_node("filtered_textbook")[0].metadata
+    cut = meta["cut/quality_score"].value
+    # the best-scored documents (ties by doc_id) while they hold at most 30% of the tokens
+    assert 0.3 * total - ranked["n_tokens"].max() < kept["n_tokens"].sum() <= 0.3 * total
+    assert kept["quality_score"].min() == cut and (ranked.filter(~pl.col("kept"))["quality_score"] <= cut).all()
+    assert meta["tokens/kept"].value == kept["n_tokens"].sum()
+    assert meta["cut/rule"].value == "best 30% of tokens"
+    assert warehouse.query("SELECT count(*) AS n FROM filtered_textbook")["n"][0] == kept.height
+    assert not warehouse.table_exists("_textbook_raw_scores")
 
 
 BROKEN = "BREAK_THE_EMBEDDING"

@@ -21,6 +21,7 @@ from synth_assets.common.tables import markdown_table, table_result
 PROMPT_VERSION = "edu-grade-v2"
 SCORE_RANGE = range(0, 6)
 TRUNCATION_MARKER = "\n# [... file truncated for grading ...]\n"
+CORPUS_TABLE = "raw_stack_plus"
 
 
 # FineWeb-Edu kept documents scoring >= 3 on its 0-5 rubric.
@@ -28,6 +29,21 @@ REMOTE_LABEL_THRESHOLD = 3
 # The bundled 135M model graded 11 stdlib files 2,2,2,1,1,1,1,2,2,2,1 with this prompt
 # (edu-grade-v2): at 3 every label is negative and no classifier can be trained.
 LOCAL_LABEL_THRESHOLD = 2
+
+
+# phi-1 section 2.1: ~100M tokens of GPT-4 annotations over ~100k files, ~1k tokens each.
+REMOTE_MAX_CHARS = 4000
+# python-edu (SmolLM corpus) graded file prefixes; 1200 characters is ~350 tokens.
+LOCAL_MAX_CHARS = 1200
+# The local 135M model reads ~1,070 prompt tokens per grading: ~5 s at 240 tok/s.
+LOCAL_MAX_DOCS = 200
+
+
+def resolve_grading_limits(config: "AnnotateConfig", endpoint_is_local: bool) -> tuple[int | None, int]:
+    """(max_docs, max_chars) for this endpoint: the config's, or the endpoint's defaults."""
+    max_docs = config.max_docs if config.max_docs is not None else (LOCAL_MAX_DOCS if endpoint_is_local else None)
+    max_chars = config.max_chars or (LOCAL_MAX_CHARS if endpoint_is_local else REMOTE_MAX_CHARS)
+    return max_docs, max_chars
 
 
 def resolve_label_threshold(configured: int | None, endpoint_is_local: bool) -> int:
@@ -51,18 +67,17 @@ class AnnotateConfig(dg.Config):
         default=40,
         description="Grade at least this many documents (or the whole corpus if smaller).",
     )
-    max_docs: int = Field(
-        # The local 135M model reads ~1,070 prompt tokens per grading (rubric, two
-        # examples, <=1200 characters of file): ~5 s at 240 tok/s, ~15 s on a busy
-        # 2-core box, so the default corpus (~600 files -> min_docs=40) takes 3-10 min.
-        default=200,
-        description="Grade at most this many documents; raise it when the classifier asks for more labels.",
+    max_docs: int | None = Field(
+        default=None,
+        description=f"Grade at most this many documents. Unset: no cap on a real endpoint (phi-1's share, "
+        f"~100k of 35M files); {LOCAL_MAX_DOCS} on the bundled SmolLM2-135M, which grades ~5-15 s per file.",
     )
-    max_chars: int = Field(
-        # python-edu (SmolLM corpus) graded the first characters of each file; 1200
-        # characters is ~350 tokens, within the local model's budget per call.
-        default=1200,
-        description="Only the first max_chars characters of a file are shown to the grader; a marker says it was cut.",
+    max_chars: int | None = Field(
+        default=None,
+        description=f"Show the grader the first max_chars characters of each file (a marker says it was cut). "
+        f"Unset: {REMOTE_MAX_CHARS} (~1k tokens, phi-1's ~100M annotation tokens over ~100k files) on a real "
+        f"endpoint; {LOCAL_MAX_CHARS} on the bundled model, whose context holds the rubric, two examples and ~350 "
+        "tokens of file.",
     )
     max_tokens: int = Field(
         default=80,
@@ -123,13 +138,15 @@ def _user_message(content: str, max_chars: int) -> str:
     return f"{RUBRIC}\n\nFile:\n```python\n{shown}\n```"
 
 
-def sample_size(n_total: int, fraction: float, min_docs: int, max_docs: int) -> int:
-    """round(fraction * n_total) clamped to [min_docs, max_docs], never above n_total."""
+def sample_size(n_total: int, fraction: float, min_docs: int, max_docs: int | None) -> int:
+    """round(fraction * n_total) clamped to [min_docs, max_docs] (no upper bound when
+    max_docs is None), never above n_total."""
     if not 0 <= fraction <= 1:
         raise ValueError(f"sample_fraction must be within [0, 1], got {fraction}")
-    if min_docs < 0 or max_docs < min_docs:
+    if min_docs < 0 or (max_docs is not None and max_docs < min_docs):
         raise ValueError(f"need 0 <= min_docs <= max_docs, got min_docs={min_docs}, max_docs={max_docs}")
-    return min(n_total, max(min_docs, min(max_docs, round(fraction * n_total))))
+    wanted = max(min_docs, round(fraction * n_total))
+    return min(n_total, wanted if max_docs is None else min(max_docs, wanted))
 
 
 def allocate_by_source(counts: dict[str, int], n: int) -> dict[str, int]:
@@ -157,24 +174,43 @@ def allocate_by_source(counts: dict[str, int], n: int) -> dict[str, int]:
 
 
 def draw_key(seed: int, doc_id: str) -> str:
-    """A seeded, order-independent sort key: the sample does not depend on row order."""
+    """A seeded, order-independent sort key: the sample does not depend on row order.
+    `sample_in_sql` computes the same key in SQL (`sha256(seed || ':' || doc_id)`)."""
     return hashlib.sha256(f"{seed}:{doc_id}".encode()).hexdigest()
 
 
-def stratified_sample(
-    docs: pl.DataFrame, fraction: float, min_docs: int, max_docs: int, seed: int
-) -> pl.DataFrame:
-    """A seeded random sample of `docs` (needs doc_id, source), stratified by source."""
-    n = sample_size(docs.height, fraction, min_docs, max_docs)
-    counts = dict(Counter(docs["source"].to_list()))
+def sample_in_sql(
+    lake, table: str, fraction: float, min_docs: int, max_docs: int | None, seed: int, max_chars: int
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """A seeded random sample of `table`, stratified by source, drawn in SQL: per source
+    the rows with the smallest `draw_key`, as many as `allocate_by_source` gives it. Only
+    the sampled rows come back, their content cut to max_chars + 1 characters (enough to
+    know it was cut), so memory is bounded by the sample, never by the corpus.
+    Returns (doc_id, source, content of the sample sorted by doc_id; rows per source)."""
+    counts = dict(lake.query(f'SELECT source, count(*) AS n FROM "{table}" GROUP BY source').iter_rows())
+    n = sample_size(sum(counts.values()), fraction, min_docs, max_docs)
     alloc = allocate_by_source(counts, n)
-    keyed = docs.with_columns(
-        pl.col("doc_id").map_elements(lambda d: draw_key(seed, d), return_dtype=pl.String).alias("_draw")
-    ).sort(["source", "_draw"])
-    picked = keyed.with_columns(pl.int_range(pl.len()).over("source").alias("_rank")).filter(
-        pl.col("_rank") < pl.col("source").replace_strict(alloc, default=0, return_dtype=pl.Int64)
-    )
-    return picked.drop(["_draw", "_rank"]).sort("doc_id")
+    wanted = pl.DataFrame({"source": list(alloc), "quota": list(alloc.values())}, schema={"source": pl.Utf8, "quota": pl.Int64})
+    with lake.connect() as conn:
+        conn.register("_quota", wanted.to_arrow())
+        try:
+            sample = conn.execute(
+                f"""
+                WITH ranked AS (
+                    SELECT doc_id, source,
+                           row_number() OVER (PARTITION BY source ORDER BY sha256(? || ':' || doc_id)) AS draw_rank
+                    FROM "{table}"
+                )
+                SELECT r.doc_id, r.source, left(t.content, ?) AS content
+                FROM ranked r JOIN _quota q USING (source) JOIN "{table}" t USING (doc_id)
+                WHERE r.draw_rank <= q.quota
+                ORDER BY r.doc_id
+                """,
+                [str(seed), max_chars + 1],
+            ).pl()
+        finally:
+            conn.unregister("_quota")
+    return sample, counts
 
 
 def truncate_for_prompt(content: str, max_chars: int) -> tuple[str, bool]:
@@ -197,10 +233,10 @@ def grading_messages(content: str, max_chars: int) -> list[dict[str, str]]:
     return messages
 
 
-def grading_requests(sample: pl.DataFrame, config: AnnotateConfig) -> list[ChatRequest]:
+def grading_requests(sample: pl.DataFrame, config: AnnotateConfig, max_chars: int) -> list[ChatRequest]:
     return [
         ChatRequest(
-            messages=grading_messages(content, config.max_chars),
+            messages=grading_messages(content, max_chars),
             temperature=config.temperature,
             max_tokens=config.max_tokens,
             row_id=doc_id,
@@ -299,8 +335,10 @@ def annotated_sample(
 
     phi-1 (section 2.1) asked GPT-4 to judge "the educational value for a student whose
     goal is to learn basic coding concepts" on ~0.3% of its corpus. This asset draws a
-    seeded sample stratified by `source` (`sample_fraction`, bounded by `min_docs` and
-    `max_docs`), shows the grader the first `max_chars` characters of each file with a
+    seeded sample stratified by `source` in SQL (`sample_fraction`, phi-1's 0.3%, at least
+    `min_docs`, no upper bound on a real endpoint; the corpus is never read into memory),
+    shows the grader the first `max_chars` characters of each file (~1k tokens on a real
+    endpoint, ~350 on the bundled model) with a
     FineWeb-Edu-style additive 0-5 rubric and two graded examples, and stores the
     schema-checked JSON answer (`rationale` first, then `educational_score`: a small
     model decides a score-first answer before reading anything into the file).
@@ -312,18 +350,21 @@ def annotated_sample(
     Metadata: score histogram, label balance, and the LLM cost block.
     """
     with warehouse.materialization(context) as lake:
-        docs = lake.query("SELECT doc_id, source, content FROM raw_stack_plus")
-        if docs.height == 0:
+        if not lake.table_exists(CORPUS_TABLE) or lake.query(f'SELECT count(*) AS n FROM "{CORPUS_TABLE}"')["n"][0] == 0:
             raise dg.Failure("raw_stack_plus is empty: nothing to sample. Materialize raw_stack_plus first.")
-        sample = stratified_sample(docs, config.sample_fraction, config.min_docs, config.max_docs, config.seed)
-        context.log.info(f"Grading {sample.height} of {docs.height} documents ({PROMPT_VERSION})")
-        requests = grading_requests(sample, config)
         with llm.session(context, warehouse) as session:
+            max_docs, max_chars = resolve_grading_limits(config, session.endpoint.is_local)
+            sample, corpus_counts = sample_in_sql(
+                lake, CORPUS_TABLE, config.sample_fraction, config.min_docs, max_docs, config.seed, max_chars
+            )
+            corpus_size = sum(corpus_counts.values())
+            context.log.info(f"Grading {sample.height} of {corpus_size} documents ({PROMPT_VERSION})")
+            requests = grading_requests(sample, config, max_chars)
             prompt_tokens = round(sum(estimate_tokens(r.messages) for r in requests) / len(requests))
             session.log_estimate(len(requests), prompt_tokens, config.max_tokens)
             results = session.complete_json(requests, schema=Grade)
             threshold = resolve_label_threshold(config.label_threshold, session.endpoint.is_local)
-            annotations = annotation_rows(sample, results, threshold, config.max_chars, session.model)
+            annotations = annotation_rows(sample, results, threshold, max_chars, session.model)
             lake.write_table("annotated_sample", annotations)
             llm_metadata = session.metadata()
     balance = label_balance(annotations)
@@ -335,7 +376,9 @@ def annotated_sample(
             "prompt_version": PROMPT_VERSION,
             "sample/label_threshold": threshold,
             "sample/documents": annotations.height,
-            "sample/corpus_documents": docs.height,
+            "sample/corpus_documents": corpus_size,
+            "sample/max_chars": max_chars,
+            "sample/max_docs": max_docs if max_docs is not None else "no cap",
             "sample/truncated": int(annotations["truncated"].sum()),
             "score_histogram": dg.MetadataValue.md(
                 score_histogram_markdown(annotations["educational_score"].to_list())

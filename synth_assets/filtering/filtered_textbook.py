@@ -7,7 +7,6 @@ from contextlib import nullcontext
 from typing import Any
 
 import dagster as dg
-import numpy as np
 import polars as pl
 from pydantic import Field
 
@@ -21,15 +20,6 @@ from synth_assets.common.tables import markdown_table, table_result
 SCORES_TABLE = "textbook_scores"
 FILTERED_TABLE = "filtered_textbook"
 
-SCORE_SCHEMA = {
-    "doc_id": pl.String,
-    "quality_score": pl.Float64,
-    "classifier_version": pl.String,
-    "kept": pl.Boolean,
-    "reason": pl.String,
-}
-
-
 class FilterConfig(dg.Config):
     """Which classifier scores the corpus and where the cut is."""
 
@@ -37,10 +27,17 @@ class FilterConfig(dg.Config):
         # P(educational) >= 0.5 is the classifier's own decision boundary; see the
         # quality_classifier threshold_sweep metadata to trade precision for volume.
         default=0.5,
-        description="Keep documents whose predicted P(educational) is at or above this.",
+        description="Keep documents whose predicted P(educational) is at or above this "
+        "(ignored when keep_token_share is set).",
+    )
+    keep_token_share: float | None = Field(
+        # phi-1 kept ~6B of its ~35B-token pool: keep_token_share=0.17.
+        default=None,
+        description="Instead of a threshold, keep the best-scored documents up to this share of the corpus's "
+        "tokens (phi-1: 0.17, 6B of 35B). The resulting cut and token count go into the metadata.",
     )
     batch_size: int = Field(
-        default=256, description="Documents read, featurized and scored per batch (bounds memory)."
+        default=1024, description="Documents streamed, featurized and scored per Arrow batch (bounds memory)."
     )
     classifier_version: str = Field(
         default="",
@@ -48,39 +45,98 @@ class FilterConfig(dg.Config):
     )
 
 
-def iter_batches(warehouse: Warehouse, sql: str, batch_size: int) -> Iterator[pl.DataFrame]:
-    """`sql` in pages of `batch_size` rows (LIMIT/OFFSET on a stable ORDER BY inside
-    `sql`), so memory is bounded by one batch, not the corpus."""
+# Scores land here while the corpus streams by; the cut is decided once all are in.
+RAW_SCORES_TABLE = "_textbook_raw_scores"
+SCORING_SQL = 'SELECT doc_id, content FROM "raw_stack_plus"'
+
+
+def iter_batches(lake, sql: str, batch_size: int) -> Iterator[pl.DataFrame]:
+    """The rows of `sql` as Arrow record batches of `batch_size` rows, streamed from one
+    scan: memory is bounded by a batch, and no page re-reads (or re-sorts) the table."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    offset = 0
-    while True:
-        batch = warehouse.query(f"{sql} LIMIT {int(batch_size)} OFFSET {int(offset)}")
-        if batch.height == 0:
-            return
-        yield batch
-        if batch.height < batch_size:
-            return
-        offset += batch_size
+    with lake.connect() as conn:
+        reader = conn.execute(sql).fetch_record_batch(batch_size)
+        for record_batch in reader:
+            if record_batch.num_rows:
+                yield pl.from_arrow(record_batch)
 
 
-def score_rows(model: QualityModel, batch: pl.DataFrame, threshold: float, session: Any = None) -> pl.DataFrame:
-    """textbook_scores rows for one batch: every document gets a row; a document that
-    could not be scored (embedding failed) is not kept and says why."""
+def score_batch(model: QualityModel, batch: pl.DataFrame, session: Any = None) -> pl.DataFrame:
+    """(doc_id, quality_score) for one batch; NULL where the document could not be scored."""
     scores = model.score(batch["content"].to_list(), session)
-    failed = np.isnan(scores)
-    kept = ~failed & (scores >= threshold)
-    reason = np.where(failed, "embedding_failed", np.where(kept, "kept", "below_threshold"))
     return pl.DataFrame(
-        {
-            "doc_id": batch["doc_id"],
-            "quality_score": pl.Series(scores, dtype=pl.Float64).fill_nan(None),
-            "classifier_version": [model.classifier_version] * batch.height,
-            "kept": kept,
-            "reason": reason,
-        },
-        schema=SCORE_SCHEMA,
+        {"doc_id": batch["doc_id"], "quality_score": pl.Series(scores, dtype=pl.Float64).fill_nan(None)},
+        schema={"doc_id": pl.String, "quality_score": pl.Float64},
     )
+
+
+def score_corpus(lake, model: QualityModel, batch_size: int, session: Any = None) -> int:
+    """Score every raw_stack_plus document into RAW_SCORES_TABLE; returns documents scored."""
+    scored = 0
+    lake.write_table(RAW_SCORES_TABLE, pl.DataFrame(schema={"doc_id": pl.String, "quality_score": pl.Float64}))
+    with lake.appender(RAW_SCORES_TABLE) as append:
+        for batch in iter_batches(lake, SCORING_SQL, batch_size):
+            append(score_batch(model, batch, session))
+            scored += batch.height
+    return scored
+
+
+def kept_by_token_share(lake, share: float) -> str:
+    """SQL selecting the doc_ids kept when the best-scored documents (ties broken by doc_id,
+    so the share is exact and reproducible) are kept while they hold at most `share` of the
+    corpus's tokens."""
+    if not 0 < share <= 1:
+        raise ValueError(f"keep_token_share must be within (0, 1], got {share}")
+    return f"""
+        SELECT doc_id FROM (
+            SELECT s.doc_id,
+                   sum(coalesce(r.n_tokens, 0)) OVER (ORDER BY s.quality_score DESC, s.doc_id
+                                                      ROWS UNBOUNDED PRECEDING) AS tokens_so_far,
+                   sum(coalesce(r.n_tokens, 0)) OVER () AS total_tokens
+            FROM "{RAW_SCORES_TABLE}" s JOIN raw_stack_plus r USING (doc_id)
+            WHERE s.quality_score IS NOT NULL
+        ) WHERE tokens_so_far <= {float(share)!r} * total_tokens"""
+
+
+def decide(lake, kept_sql: str, classifier_version: str, training_data_hash: str) -> None:
+    """textbook_scores (every document: score, kept, reason) and filtered_textbook (the
+    kept documents with content and lineage), both in SQL from the streamed scores;
+    `kept_sql` selects the kept doc_ids."""
+    lake.execute(
+        f"""CREATE OR REPLACE TABLE "{SCORES_TABLE}" AS
+        WITH kept AS ({kept_sql})
+        SELECT s.doc_id, s.quality_score, ?::VARCHAR AS classifier_version,
+               k.doc_id IS NOT NULL AS kept,
+               CASE WHEN s.quality_score IS NULL THEN 'embedding_failed'
+                    WHEN k.doc_id IS NOT NULL THEN 'kept' ELSE 'below_threshold' END AS reason
+        FROM "{RAW_SCORES_TABLE}" s LEFT JOIN kept k USING (doc_id) ORDER BY s.doc_id""",
+        [classifier_version],
+    )
+    lake.execute(
+        f"""CREATE OR REPLACE TABLE "{FILTERED_TABLE}" AS
+        SELECT r.doc_id, r.source, r.origin, r.repo, r.license, r.content, r.n_chars, r.n_lines, r.n_tokens,
+               a.educational_score AS annotated_educational_score, a.prompt_version AS annotation_prompt_version,
+               a.doc_id IS NOT NULL AS in_annotated_sample,
+               s.quality_score, s.classifier_version, ?::VARCHAR AS classifier_training_data_hash
+        FROM "{SCORES_TABLE}" s JOIN raw_stack_plus r USING (doc_id) LEFT JOIN annotated_sample a USING (doc_id)
+        WHERE s.kept ORDER BY r.doc_id""",
+        [training_data_hash],
+    )
+    lake.execute(f'DROP TABLE "{RAW_SCORES_TABLE}"')
+
+
+def summarise(lake) -> dict[str, Any]:
+    totals = lake.query(
+        f"""SELECT count(*) FILTER (WHERE s.kept) AS kept_docs, count(*) FILTER (WHERE NOT s.kept) AS dropped_docs,
+               coalesce(sum(r.n_tokens) FILTER (WHERE s.kept), 0) AS kept_tokens,
+               coalesce(sum(r.n_tokens) FILTER (WHERE NOT s.kept), 0) AS dropped_tokens,
+               count(*) FILTER (WHERE s.quality_score IS NULL) AS unscored_docs
+        FROM "{SCORES_TABLE}" s JOIN raw_stack_plus r USING (doc_id)"""
+    ).row(0, named=True)
+    totals = {key: int(value) for key, value in totals.items()}
+    totals["score_histogram"] = score_histogram(lake)
+    return totals
 
 
 def resolve_classifier(warehouse: Warehouse, version: str) -> dict[str, Any]:
@@ -98,53 +154,36 @@ def resolve_classifier(warehouse: Warehouse, version: str) -> dict[str, Any]:
     return rows.row(0, named=True)
 
 
-def score_histogram(scores: list[float | None], bins: int = 10) -> str:
-    """Counts of quality_score in equal-width bins over [0, 1], plus unscored rows."""
-    values = np.array([s for s in scores if s is not None], dtype=float)
-    counts, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
-    rows = [(f"[{edges[i]:.1f}, {edges[i + 1]:.1f}{']' if i == bins - 1 else ')'}", int(c)) for i, c in enumerate(counts)]
-    rows.append(("unscored", len(scores) - len(values)))
+def score_histogram(lake, table: str = SCORES_TABLE, bins: int = 10) -> str:
+    """Documents per quality_score bin (equal widths over [0, 1], 1.0 in the last) plus
+    unscored rows, counted in SQL."""
+    found = lake.query(
+        f"""SELECT CASE WHEN quality_score IS NULL THEN -1 ELSE least(floor(quality_score * {bins}), {bins - 1}) END::INTEGER
+                   AS bin, count(*) AS n
+        FROM "{table}" GROUP BY bin"""
+    )
+    counts = dict(found.iter_rows())
+    rows = [(f"[{i / bins:.1f}, {(i + 1) / bins:.1f}{']' if i == bins - 1 else ')'}", counts.get(i, 0)) for i in range(bins)]
+    rows.append(("unscored", counts.get(-1, 0)))
     return markdown_table(rows, ["quality_score", "documents"])
 
 
-CORPUS_SQL = (
-    "SELECT r.doc_id, r.source, r.origin, r.repo, r.license, r.content, r.n_chars, r.n_lines, r.n_tokens, "
-    "a.educational_score AS annotated_educational_score, a.prompt_version AS annotation_prompt_version, "
-    "a.doc_id IS NOT NULL AS in_annotated_sample "
-    "FROM raw_stack_plus r LEFT JOIN annotated_sample a USING (doc_id) ORDER BY r.doc_id"
-)
-
-
 def filter_corpus(
-    warehouse: Warehouse, model: QualityModel, config: FilterConfig, training_data_hash: str, session: Any = None
+    lake, model: QualityModel, config: FilterConfig, training_data_hash: str, session: Any = None
 ) -> dict[str, Any]:
-    """Score every raw_stack_plus row in batches; write textbook_scores (all rows) and
-    filtered_textbook (kept rows with content and lineage). Returns summary counts."""
-    totals = {"kept_docs": 0, "dropped_docs": 0, "kept_tokens": 0, "dropped_tokens": 0, "unscored_docs": 0}
-    all_scores: list[float | None] = []
-    for index, batch in enumerate(iter_batches(warehouse, CORPUS_SQL, config.batch_size)):
-        scored = score_rows(model, batch, config.quality_threshold, session)
-        kept = (
-            batch.join(scored, on="doc_id")
-            .filter(pl.col("kept"))
-            .drop("kept", "reason")
-            .with_columns(pl.lit(training_data_hash).alias("classifier_training_data_hash"))
-        )
-        write = warehouse.write_table if index == 0 else warehouse.append_table
-        write(SCORES_TABLE, scored)
-        write(FILTERED_TABLE, kept)
-        tokens = batch["n_tokens"].fill_null(0)
-        mask = scored["kept"]
-        totals["kept_docs"] += int(mask.sum())
-        totals["dropped_docs"] += int((~mask).sum())
-        totals["kept_tokens"] += int(tokens.filter(mask).sum())
-        totals["dropped_tokens"] += int(tokens.filter(~mask).sum())
-        totals["unscored_docs"] += int(scored["quality_score"].is_null().sum())
-        all_scores.extend(scored["quality_score"].to_list())
-    if not all_scores:
+    """Score every raw_stack_plus row (streamed), decide the cut, write textbook_scores and
+    filtered_textbook. Returns summary counts, the cut and how it was chosen."""
+    if score_corpus(lake, model, config.batch_size, session) == 0:
         raise dg.Failure("raw_stack_plus is empty: nothing to filter.")
-    totals["score_histogram"] = score_histogram(all_scores)
-    return totals
+    if config.keep_token_share is not None:
+        kept_sql, rule = kept_by_token_share(lake, config.keep_token_share), f"best {config.keep_token_share:.0%} of tokens"
+    else:
+        threshold = float(config.quality_threshold)
+        kept_sql = f'SELECT doc_id FROM "{RAW_SCORES_TABLE}" WHERE quality_score >= {threshold!r}'
+        rule = f"quality_score >= {threshold}"
+    decide(lake, kept_sql, model.classifier_version, training_data_hash)
+    cut = lake.query(f'SELECT min(quality_score) AS cut FROM "{SCORES_TABLE}" WHERE kept')["cut"][0]
+    return {**summarise(lake), "cut": cut, "cut_rule": rule}
 
 
 @dg.asset(
@@ -160,9 +199,11 @@ def filtered_textbook(
 ) -> dg.MaterializeResult:
     """The educational part of raw_stack_plus, as judged by the quality classifier.
 
-    Every document is scored in batches of `batch_size` (streamed with LIMIT/OFFSET, so
-    memory stays bounded) by the newest model in quality_classifier_versions (or the
-    `classifier_version` named in the launchpad). `textbook_scores` gets one row per
+    Every document is scored in Arrow batches of `batch_size` streamed from one scan (memory
+    stays bounded by a batch) by the newest model in quality_classifier_versions (or the
+    `classifier_version` named in the launchpad). The cut is `quality_threshold`, or, with
+    `keep_token_share`, the score that keeps the best-scored documents up to that share of
+    the corpus's tokens (phi-1 kept ~17%); the cut and token counts are in the metadata. `textbook_scores` gets one row per
     document (quality_score, classifier_version, kept, reason: kept / below_threshold /
     embedding_failed); `filtered_textbook` gets the kept documents with their content,
     quality_score, classifier_version and annotation lineage (in_annotated_sample, the
@@ -188,12 +229,16 @@ def filtered_textbook(
             "classifier_version": model.classifier_version,
             "feature_set": model.feature_set,
             "quality_threshold": config.quality_threshold,
+            "cut/quality_score": totals["cut"] if totals["cut"] is not None else "none (nothing kept)",
+            "cut/rule": totals["cut_rule"],
             "documents/kept": kept,
             "documents/dropped": dropped,
             "documents/unscored": totals["unscored_docs"],
             "documents/kept_share": round(kept / (kept + dropped), 4),
             "tokens/kept": totals["kept_tokens"],
             "tokens/dropped": totals["dropped_tokens"],
+            "tokens/kept_share": round(totals["kept_tokens"] / max(1, totals["kept_tokens"] + totals["dropped_tokens"]), 4),
+            "tokens/count_source": "approximate (regex word and symbol tokens; no offline BPE tokenizer)",
             "score_histogram": dg.MetadataValue.md(totals["score_histogram"]),
             **llm_metadata,
         },
