@@ -398,7 +398,7 @@ def cost_report(context: dg.AssetExecutionContext, config: CostReportConfig, war
     `lineage_views` asset's.
     Also runs daily at 06:00 UTC (`daily_cost_report_schedule`)."""
     with warehouse.materialization(context) as lake:
-        calls, notes = load_ledger(lake)
+        calls, notes = load_ledger(warehouse.read_only())  # a reader: attached read-only
         report = build_cost_report(calls, top_n=config.top_n, notes=notes)
         png = spend_chart_png(report)
         report_path = write_html(config.report_path, render_html(report, png))
