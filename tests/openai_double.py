@@ -14,17 +14,23 @@ chat completions, embeddings, files, batches and models.
   L2-normalised), so texts sharing words are similar.
 - `latency_s`: added to every chat/embeddings answer (settable while running).
 - `server.requests`: every chat/embeddings body that arrived, failed attempts included
-  (`chat_requests`, `embedding_requests` filter them); `server.paths`: every (method, path).
+  (`chat_requests`, `embedding_requests` filter them); `server.paths`: every (method, path);
+  `server.answered`: every chat/embeddings body answered with a 200 (in the order answered).
 - Failure injection, consumed in order by the next chat/embeddings requests
   (`endpoint="chat"` / `"embeddings"` restricts one to that route):
   `fail_next(status=429, count=2, retry_after=0.1)`, `fail_next(status=500)`,
   `hang_next(seconds=30)` (no answer before the client's timeout), `malformed_next()`
   (a 200 whose body is not JSON), `slow_next(seconds=0.5)`.
 - Usage is provider style: prompt_tokens = words in the messages + 3 per message,
-  completion_tokens = words in the answer (at least 1).
-- Batch API: `/v1/files` (multipart upload), `/v1/files/{id}/content`, `/v1/batches`,
-  `/v1/batches/{id}`; a batch completes `batch_delay_s` after creation, answered by
-  the same `chat` / `embed` responders (by each line's `url`). `server.batches_created` counts submissions.
+  completion_tokens = words in the answer (at least 1). `omit_usage=True`: chat answers
+  carry no `usage` (as some self-hosted servers answer).
+- Batch API: `/v1/files` (multipart upload), `/v1/files/{id}/content`, `/v1/batches`
+  (create; GET lists newest first, paginated with `limit` / `after`), `/v1/batches/{id}`;
+  a batch keeps its `metadata` and completes `batch_delay_s` after creation, answered by
+  the same `chat` / `embed` responders (by each line's `url`). `server.batches_created`
+  counts submissions. `end_next_batch("expired", answered=2)` makes the next batch to
+  finish end with that status after answering only its first 2 lines; the rest go to its
+  error file (as OpenAI does for expired and cancelled batches).
 
 Run it as a separate process (for benchmarks): `python -m tests.openai_double --latency 0.05`
 prints its base url on the first line of stdout and serves until killed.
@@ -195,17 +201,21 @@ class OpenAIDouble:
         latency_s: float = 0.0,
         batch_delay_s: float = 0.0,
         record: bool = True,
+        omit_usage: bool = False,
     ) -> None:
+        self.omit_usage = omit_usage
         self.chat = chat or default_chat
         self.embed = embed or hashed_bag_of_words
         self.latency_s = latency_s
         self.batch_delay_s = batch_delay_s
         self.record = record
         self.requests: list[dict] = []
+        self.answered: list[dict] = []
         self.paths: list[tuple[str, str]] = []
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
         self.batches_created = 0
+        self._batch_endings: list[tuple[str, int]] = []
         self._faults: list[dict] = []
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -241,9 +251,14 @@ class OpenAIDouble:
     def slow_next(self, seconds: float, count: int = 1, endpoint: str | None = None) -> None:
         self._add_fault({"kind": "slow", "seconds": seconds}, count, endpoint)
 
+    def end_next_batch(self, status: str = "expired", answered: int = 0) -> None:
+        with self._lock:
+            self._batch_endings.append((status, answered))
+
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.answered.clear()
             self.paths.clear()
             self._faults.clear()
 
@@ -318,6 +333,7 @@ class OpenAIDouble:
         app.router.add_get("/v1/files/{file_id}/content", self._file_content)
         app.router.add_get("/v1/files/{file_id}", self._file_get)
         app.router.add_post("/v1/batches", self._batch_create)
+        app.router.add_get("/v1/batches", self._batch_list)
         app.router.add_get("/v1/batches/{batch_id}", self._batch_get)
         return app
 
@@ -352,6 +368,11 @@ class OpenAIDouble:
                 if body is not None:
                     self.requests.append(body)
 
+    def _answered(self, body: dict) -> None:
+        if self.record:
+            with self._lock:
+                self.answered.append(body)
+
     async def _chat(self, request: web.Request) -> web.Response:
         body = await request.json()
         self._note(request, body)
@@ -362,7 +383,11 @@ class OpenAIDouble:
             answer = self.chat(body)
         except Exception as exc:  # noqa: BLE001 -- a responder bug shows as a 500 with its message
             return web.json_response({"error": {"message": f"chat responder raised {exc!r}"}}, status=500)
-        return web.json_response(chat_response(body, answer))
+        self._answered(body)
+        response = chat_response(body, answer)
+        if self.omit_usage:
+            del response["usage"]
+        return web.json_response(response)
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -370,6 +395,7 @@ class OpenAIDouble:
         faulted = await self._faulted("embeddings")
         if faulted is not None:
             return faulted
+        self._answered(body)
         return web.json_response(self.embeddings_response(body))
 
     def embeddings_response(self, body: dict) -> dict:
@@ -444,9 +470,25 @@ class OpenAIDouble:
             "output_file_id": None,
             "error_file_id": None,
             "request_counts": {"total": n_lines, "completed": 0, "failed": 0},
+            "metadata": body.get("metadata"),
             "_created": time.monotonic(),
         }
         return web.json_response(self._public_batch(batch_id))
+
+    async def _batch_list(self, request: web.Request) -> web.Response:
+        self._note(request)
+        limit = int(request.query.get("limit", 20))
+        after = request.query.get("after")
+        newest_first = sorted(self.batches.values(), key=lambda b: b["_created"], reverse=True)
+        if after:
+            ids = [b["id"] for b in newest_first]
+            newest_first = newest_first[ids.index(after) + 1 :] if after in ids else []
+        page = newest_first[:limit]
+        data = [self._public_batch(b["id"]) for b in page]
+        return web.json_response({
+            "object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None, "has_more": len(newest_first) > limit,
+        })  # fmt: skip
 
     async def _batch_get(self, request: web.Request) -> web.Response:
         self._note(request)
@@ -454,18 +496,27 @@ class OpenAIDouble:
         batch = self.batches.get(batch_id)
         if batch is None:
             return web.json_response({"error": {"message": "no such batch"}}, status=404)
-        if batch["status"] != "completed" and time.monotonic() - batch["_created"] >= self.batch_delay_s:
+        if batch["status"] not in ("completed", "expired", "cancelled", "failed") and time.monotonic() - batch["_created"] >= self.batch_delay_s:
             self._run_batch(batch)
         elif batch["status"] == "validating":
             batch["status"] = "in_progress"
         return web.json_response(self._public_batch(batch_id))
 
     def _run_batch(self, batch: dict) -> None:
+        with self._lock:
+            status, answer_limit = self._batch_endings.pop(0) if self._batch_endings else ("completed", None)
         lines = []
+        errors = []
         for raw in self.files[batch["input_file_id"]]["content"].decode().splitlines():
             if not raw.strip():
                 continue
             item = json.loads(raw)
+            if answer_limit is not None and len(lines) >= answer_limit:
+                errors.append(json.dumps({
+                    "id": f"batch_req_{uuid.uuid4().hex[:12]}", "custom_id": item["custom_id"], "response": None,
+                    "error": {"code": f"batch_{status}", "message": f"This request could not be executed before the batch was {status}."},
+                }))  # fmt: skip
+                continue
             body = item["body"]
             with self._lock:
                 self.requests.append(body)
@@ -485,8 +536,12 @@ class OpenAIDouble:
             )
         output_id = f"file-{uuid.uuid4().hex[:16]}"
         self.files[output_id] = {"content": ("\n".join(lines) + "\n").encode(), "filename": "output.jsonl", "purpose": "batch_output"}
-        batch.update(status="completed", output_file_id=output_id, completed_at=int(time.time()))
-        batch["request_counts"].update(completed=len(lines))
+        error_id = None
+        if errors:
+            error_id = f"file-{uuid.uuid4().hex[:16]}"
+            self.files[error_id] = {"content": ("\n".join(errors) + "\n").encode(), "filename": "errors.jsonl", "purpose": "batch_output"}
+        batch.update(status=status, output_file_id=output_id, error_file_id=error_id, completed_at=int(time.time()))
+        batch["request_counts"].update(completed=len(lines), failed=len(errors))
 
     def _public_batch(self, batch_id: str) -> dict:
         return {k: v for k, v in self.batches[batch_id].items() if not k.startswith("_")}

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import gzip
+import json
 import re
+from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from synth_assets.common.tokens import approximate_token_count
@@ -222,3 +227,144 @@ def test_corpus_paths_env_names_the_default_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("SYNTH_ASSETS_CORPUS_PATHS", f"{tree}:{shard}:{posts}")
     kinds = [(s.kind, s.path) for s in default_sources()]
     assert kinds == [("python_tree", str(tree)), ("the_stack", str(shard)), ("stackoverflow", str(posts))]
+
+
+# --------------------------------------------------------------------------- planted bad files
+
+
+def plant_bad_files(root: Path) -> dict[str, list[Path]]:
+    """A corpus with one file of every kind of damage the readers promise to survive,
+    beside a good file of each kind. Returns the files per source folder."""
+    stack, so, tree = root / "stack", root / "so", root / "tree"
+    for folder in (stack, so, tree):
+        folder.mkdir(parents=True)
+
+    def jsonl(path: Path, rows: list) -> Path:
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        return path
+
+    module = python_module(21)
+    lines = b"".join(json.dumps({"content": python_module(30 + i)}).encode() + b"\n" for i in range(6))
+    packed = gzip.compress(lines)
+    parquet_rows = [{"content": python_module(40 + i)} for i in range(20)]
+    broken = stack / "broken_midway.parquet"
+    pq.write_table(pa.Table.from_pylist(parquet_rows), broken, row_group_size=5, compression="snappy")
+    data = bytearray(broken.read_bytes())
+    group = pq.ParquetFile(broken).metadata.row_group(2).column(0)
+    start = group.dictionary_page_offset or group.data_page_offset
+    data[start + 20 : start + group.total_compressed_size - 20] = b"\xff" * (group.total_compressed_size - 40)
+    broken.write_bytes(bytes(data))
+    stack_files = [
+        jsonl(stack / "good.jsonl", [{"content": module}]),
+        jsonl(stack / "non_text_fields.jsonl", [
+            {"content": python_module(22), "max_stars_repo_name": 7, "max_stars_repo_path": "x.py"},
+            {"content": python_module(23), "max_stars_repo_licenses": {"spdx": "MIT"}},
+        ]),  # fmt: skip
+        stack / "truncated.jsonl.gz",
+        stack / "not_gzip.jsonl.gz",
+        broken,
+        stack / "empty.parquet",
+        stack / "garbage.parquet",
+    ]
+    (stack / "truncated.jsonl.gz").write_bytes(packed[: len(packed) // 2])
+    (stack / "not_gzip.jsonl.gz").write_bytes(b"this is not gzip\n")
+    (stack / "empty.parquet").write_bytes(b"")
+    (stack / "garbage.parquet").write_bytes(b"PAR1" + b"\x00" * 64 + b"PAR1")
+
+    question = {"Id": 1, "PostTypeId": 1, "AcceptedAnswerId": 2, "Title": "Reverse a list?", "Body": "<p>how</p>"}
+    so_files = [
+        jsonl(so / "list_tags.jsonl", [{**question, "Tags": ["python", "list"]}, {"Id": 2, "PostTypeId": 2, "Body": "<p>xs[::-1]</p>"}]),
+        jsonl(so / "non_text_title.jsonl", [{**question, "Id": 11, "AcceptedAnswerId": 12, "Title": 42, "Tags": "<python>"}]),
+        jsonl(so / "dict_tags.jsonl", [{**question, "Id": 21, "AcceptedAnswerId": 22, "Tags": {"python": True}}]),
+        so / "Posts.xml",
+    ]
+    (so / "Posts.xml").write_text('<?xml version="1.0"?>\n<posts>\n  <row Id="31" PostTypeId="1" Title="t')
+
+    (tree / "good.py").write_text(python_module(24))
+    (tree / "binary.py").write_bytes(b"\x00\x01binary")
+    (tree / "latin1.py").write_bytes(b"name = 'caf\xe9'\n")
+    return {"stack": stack_files, "so": so_files, "tree": [tree / "good.py", tree / "binary.py", tree / "latin1.py"]}
+
+
+def test_a_corpus_of_planted_bad_files_ingests_and_every_file_is_a_row_or_a_reject(tmp_path, warehouse):
+    files = plant_bad_files(tmp_path / "corpus")
+    sources = [
+        {"kind": "the_stack", "path": str(tmp_path / "corpus" / "stack"), "name": "stack"},
+        {"kind": "stackoverflow", "path": str(tmp_path / "corpus" / "so"), "name": "so"},
+        {"kind": "python_tree", "path": str(tmp_path / "corpus" / "tree"), "name": "tree"},
+    ]
+    run = dg.RunConfig(ops={"raw_stack_plus": {"config": {"sources": sources}}})
+    result = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse}, run_config=run)
+    assert result.success
+    documents = warehouse.query("SELECT origin, content FROM raw_stack_plus UNION ALL SELECT origin, NULL FROM dedup_removed")
+    rejects = warehouse.query("SELECT origin, reason, detail FROM ingest_rejects")
+    document_origins = documents["origin"].to_list()
+    reject_origins = rejects["origin"].to_list()
+    for path in files["stack"] + files["tree"]:
+        here = [o for o in document_origins + reject_origins if o == str(path) or o.startswith(f"{path}#")]
+        assert here, f"{path.name} is neither a row nor a reject"
+    # StackOverflow documents are named by question: each planted file maps to its question
+    assert "https://stackoverflow.com/questions/1" in document_origins  # list-valued Tags read
+    for name, reason_text in (("non_text_title", "`Title` is int"), ("dict_tags", "`Tags` is dict"), ("Posts.xml", "rows read before")):
+        path = next(p for p in files["so"] if p.name.startswith(name))
+        details = rejects.filter(rejects["origin"].str.starts_with(str(path)))["detail"].to_list()
+        assert any(reason_text in d for d in details), (name, details)
+    by_file = {o.split("#", 1)[0]: d for o, d in zip(reject_origins, rejects["detail"].to_list())}
+    assert "10 rows read before the break" in by_file[str(tmp_path / "corpus" / "stack" / "broken_midway.parquet")]
+    kept = [o for o in document_origins if o.startswith(str(tmp_path / "corpus" / "stack" / "broken_midway.parquet"))]
+    assert len(kept) == 10  # the two row groups before the damage
+
+
+# --------------------------------------------------------------------------- lasting settings
+
+
+def write_settings(path: Path, sources: list[dict]) -> Path:
+    entries = ",\n".join("  { " + ", ".join(f'{k} = "{v}"' for k, v in source.items()) + " }" for source in sources)
+    path.write_text(f"[raw_stack_plus]\nsources = [\n{entries},\n]\n")
+    return path
+
+
+def test_the_settings_file_names_the_corpus_every_run_reads_and_the_launchpad_overrides_one_run(
+    corpus, tmp_path, warehouse, monkeypatch
+):
+    from synth_assets.ingest.corpus_sensor import watched_corpus_paths
+
+    monkeypatch.delenv("SYNTH_ASSETS_CORPUS_PATHS", raising=False)
+    settings = write_settings(tmp_path / "synth_assets.toml", [
+        {"kind": "stackoverflow", "path": str(corpus["posts"]), "name": "so_lasting"},
+    ])  # fmt: skip
+    monkeypatch.setenv("SYNTH_ASSETS_SETTINGS", str(settings))
+    assert watched_corpus_paths() == [str(corpus["posts"])]  # the sensor watches what runs read
+
+    def sources_of_last_run(result) -> tuple[set[str], str]:
+        metadata = materialized_metadata(result)
+        return set(warehouse.query("SELECT DISTINCT source FROM raw_stack_plus")["source"]), metadata["sources_from"]
+
+    automatic = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse})  # no run config, as a sensor run
+    assert sources_of_last_run(automatic) == ({"so_lasting"}, f"settings file {settings}")
+
+    one_off = dg.RunConfig(ops={"raw_stack_plus": {"config": {"sources": [
+        {"kind": "the_stack", "path": str(corpus["jsonl"]), "name": "one_off"}]}}})  # fmt: skip
+    launched = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse}, run_config=one_off)
+    assert sources_of_last_run(launched) == ({"one_off"}, "launchpad (this run only)")
+
+    next_automatic = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse})
+    assert sources_of_last_run(next_automatic)[0] == {"so_lasting"}  # back on the lasting corpus
+
+
+def test_env_corpus_paths_win_over_the_settings_file_and_a_broken_file_fails_clearly(tmp_path, warehouse, monkeypatch):
+    from synth_assets.ingest.raw_stack_plus import lasting_sources
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    settings = write_settings(tmp_path / "s.toml", [{"kind": "python_tree", "path": str(tree), "name": "from_file"}])
+    monkeypatch.setenv("SYNTH_ASSETS_SETTINGS", str(settings))
+    monkeypatch.delenv("SYNTH_ASSETS_CORPUS_PATHS", raising=False)
+    assert [s.name for s in lasting_sources()[0]] == ["from_file"]
+    monkeypatch.setenv("SYNTH_ASSETS_CORPUS_PATHS", str(tree))
+    assert lasting_sources()[1] == "env SYNTH_ASSETS_CORPUS_PATHS"
+    monkeypatch.delenv("SYNTH_ASSETS_CORPUS_PATHS")
+    settings.write_text("[raw_stack_plus]\nsources = [ { kind = \"python_tree\" } ]\n")  # no path
+    result = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse}, raise_on_error=False)
+    assert not result.success
+    assert "[raw_stack_plus] sources in" in result.failure_data_for_node("raw_stack_plus").error.to_string()

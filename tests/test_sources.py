@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import gzip
+import json
+import re
 from collections import Counter
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from synth_assets.ingest.sources import (
@@ -168,3 +173,112 @@ def test_directories_that_cannot_be_listed_are_recorded(tmp_path, monkeypatch):
     assert len(docs) == 1
     assert [(r.origin, r.reason) for r in rejects] == [(str(tmp_path / "locked"), "unreadable")]
     assert "Permission denied" in rejects[0].detail
+
+
+# --------------------------------------------------------------------------- bad data never crashes
+
+
+def write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_stack_rows_with_non_text_repo_or_license_are_rejects_with_reasons(tmp_path):
+    code = "def f():\n    return 1\n"
+    path = write_jsonl(tmp_path / "rows.jsonl", [
+        {"content": code, "max_stars_repo_name": 12345, "max_stars_repo_path": "a.py"},
+        {"content": code + "#2\n", "max_stars_repo_licenses": {"spdx": "MIT"}},
+        {"content": code + "#3\n", "max_stars_repo_licenses": ["MIT", 7]},
+        {"content": code + "#4\n", "max_stars_repo_name": "o/r", "max_stars_repo_path": "b.py", "license": "MIT"},
+    ])  # fmt: skip
+    docs, rejects = split(list(read_the_stack(path)))
+    assert [d.origin for d in docs] == ["o/r/b.py"] and docs[0].license == "MIT"
+    assert [(r.origin.rsplit("#", 1)[1], r.reason) for r in rejects] == [
+        ("line=1", "malformed_row"), ("line=2", "malformed_row"), ("line=3", "malformed_row")
+    ]
+    assert "`max_stars_repo_name` is int, not text" in rejects[0].detail
+    assert "`max_stars_repo_licenses` is dict" in rejects[1].detail
+
+
+def test_corrupt_and_truncated_gzip_are_rejects_keeping_earlier_lines(tmp_path):
+    good = b"".join(json.dumps({"content": f"x = {i}\n"}).encode() + b"\n" for i in range(200))
+    packed = gzip.compress(good)
+    (tmp_path / "truncated.jsonl.gz").write_bytes(packed[: len(packed) * 2 // 3])
+    corrupt = bytearray(packed)
+    corrupt[len(corrupt) // 2 : len(corrupt) // 2 + 40] = b"\x00" * 40
+    (tmp_path / "corrupt.jsonl.gz").write_bytes(bytes(corrupt))
+    (tmp_path / "not_gzip.jsonl.gz").write_bytes(b'{"content": "x = 1"}\n')
+    for name in ("truncated", "corrupt", "not_gzip"):
+        docs, rejects = split(list(read_the_stack(tmp_path / f"{name}.jsonl.gz")))
+        assert rejects and rejects[-1].reason == "malformed_file", name
+        read = int(re.search(r"\((\d+) lines read before the break", rejects[-1].detail).group(1))
+        # every line read before the break is a document or (garbled by the damage) a row reject
+        assert read == len(docs) + len(rejects) - 1, name
+        if name == "truncated":
+            assert 0 < len(docs) < 200 and len(rejects) == 1
+            assert [d.content for d in docs] == [f"x = {i}\n" for i in range(len(docs))]
+        if name == "not_gzip":
+            assert read == 0 and "BadGzipFile" in rejects[-1].detail
+
+
+def test_a_parquet_file_broken_mid_way_reports_the_rows_read_before(tmp_path):
+    path = tmp_path / "broken.parquet"
+    rows = [{"content": f"def f{i}():\n    return {i} * {i}  # padding {i}\n" * 3} for i in range(40)]
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=10, compression="snappy")
+    data = bytearray(path.read_bytes())
+    last = pq.ParquetFile(path).metadata.row_group(3).column(0)
+    start = last.dictionary_page_offset or last.data_page_offset
+    data[start + 20 : start + last.total_compressed_size - 20] = b"\xff" * (last.total_compressed_size - 40)
+    path.write_bytes(bytes(data))
+    docs, rejects = split(list(read_the_stack(path)))
+    assert len(docs) == 30 and [r.reason for r in rejects] == ["malformed_file"]
+    assert rejects[0].origin == f"{path}#row=30" and "30 rows read before the break" in rejects[0].detail
+
+
+def test_arrow_errors_that_are_not_os_errors_are_rejects(tmp_path, monkeypatch):
+    import synth_assets.ingest.sources as sources
+
+    path = make_stack_parquet(tmp_path / "shard.parquet")
+    real = pq.ParquetFile
+
+    class NestedTooLarge:
+        def __init__(self, file):
+            self._file = real(file)
+            self.num_row_groups = self._file.num_row_groups
+
+        def iter_batches(self, **kwargs):
+            yield from self._file.iter_batches(**kwargs)
+            raise pa.ArrowNotImplementedError("Nested data conversions not implemented for chunked array outputs")
+
+    monkeypatch.setattr(sources.pq, "ParquetFile", NestedTooLarge)
+    docs, rejects = split(list(read_the_stack(path)))
+    broken = rejects[-1]
+    assert docs and broken.reason == "malformed_file" and all(r.reason != "malformed_file" for r in rejects[:-1])
+    assert broken.detail.startswith("ArrowNotImplementedError: Nested data")
+    assert f"({len(docs) + len(rejects) - 1} rows read before the break" in broken.detail
+
+
+def test_stackoverflow_list_tags_are_read_and_non_text_fields_are_rejects(tmp_path):
+    def question(i, **fields):
+        return {"Id": i, "PostTypeId": 1, "AcceptedAnswerId": i + 100, "Title": f"How to do {i}?",
+                "Body": f"<p>question {i}</p>", "Tags": ["python", "list"], **fields}  # fmt: skip
+
+    def answer(i, **fields):
+        return {"Id": i + 100, "PostTypeId": 2, "ParentId": i, "Body": f"<p>answer {i}</p>", **fields}
+
+    path = write_jsonl(tmp_path / "posts.jsonl", [
+        question(1), question(2, Title=42), question(3, Body=["<p>x</p>"]), question(4, Tags={"python": 1}),
+        question(5, Tags=["python", 3]), question(6, Id=10**40),
+        answer(1), answer(2), answer(3), answer(4), answer(5), question(7), answer(7, Body=7),
+    ])  # fmt: skip
+    docs, rejects = split(list(read_stackoverflow(path)))
+    assert [d.origin for d in docs] == ["https://stackoverflow.com/questions/1"]
+    assert "Tags: python, list" in docs[0].content and "answer 1" in docs[0].content
+    details = sorted(r.detail for r in rejects)
+    assert [r.reason for r in rejects] == ["malformed_row"] * 6
+    assert any("Id 10000000000000000000000000000000000000000 is out of range" in d for d in details)
+    assert any("`Title` is int" in d for d in details) and any("`Body` is list" in d for d in details)
+    assert any("`Tags` is dict" in d for d in details) and any("`Tags` is list" in d for d in details)
+    assert any("accepted answer 107: `Body` is int" in d for d in details)
+    assert parse_tags(["<python>", "pandas"]) == ["python", "pandas"]

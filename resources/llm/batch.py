@@ -1,39 +1,87 @@
-"""OpenAI Batch API mode (`batch_mode=True`): uncached requests at half price, resumable.
+"""OpenAI Batch API mode (`batch_mode=True`): uncached requests at half price, never paid twice.
 
-Chat requests go in as one batch file, embeddings as one batch line per chunk of texts.
-A batch is paid as a whole, so requests are admitted while their estimate fits the
-budget (`admit_within_budget`); the rest are refused as `budget_exceeded` before
-anything is sent. The batch is keyed by a hash of the requests it carries and its id is
-stored in `llm_batches` right after submission, so a run that dies while OpenAI works
-(batches take up to 24 h) picks the same batch up on re-run instead of paying again.
+A batch is paid as a whole and may take 24 hours, so every step that can be interrupted
+is recorded before it is taken:
 
-This module speaks the Batch API (upload, create, poll, read the output and error
+1. **Intent first.** The batch's row in `llm_batches` (status `intent`) and one row per
+   request it will carry (`llm_batch_requests`) are committed before the input file is
+   uploaded. The batch is created with that key in its provider metadata
+   (`synth_assets_batch_key`), then its id is recorded.
+2. **Found again.** A run killed between creating the batch and recording its id leaves
+   an intent without an id: the next run lists the provider's batches, finds the one
+   tagged with the key and resumes it; if none carries it, the provider never got it
+   and the intent is marked abandoned (nothing was paid).
+3. **Request by request.** Before submitting, each uncached request is looked up in the
+   batches not yet harvested: those it is in are resumed (waited for and read), and only
+   the requests in none of them go in a new batch. A run whose set of requests changed
+   pays only for the new ones.
+4. **Every terminal status is read.** completed, expired, cancelled or failed: the
+   output and error files are read whatever the status, every answered line is stored
+   (even for requests the current run no longer asks for: they are paid), and the batch is
+   marked harvested. Requests without an answer fail now and go in a new batch next run.
+
+Requests are admitted to a new batch while their estimate fits the budget
+(`admit_within_budget`); the rest are refused as `budget_exceeded` before anything is sent.
+This module speaks the Batch API (upload, create, list, poll, read the output and error
 files); `chat.py` and `embeddings.py` turn the output lines into answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import duckdb
 import openai
 
 from resources.llm import store
-from resources.warehouse import Lake
 from resources.llm.budget import Budget
 from resources.llm.errors import BatchRequestError
 from resources.llm.workers import Progress
+from resources.warehouse import Lake
 
 Item = TypeVar("Item")
 
-# A stored batch in one of these states cannot be resumed: submit a new one.
-DEAD_STATUSES = ("failed", "expired", "cancelled", "cancelling")
+METADATA_KEY = "synth_assets_batch_key"
 FINAL_STATUSES = ("completed", "failed", "expired", "cancelled")
+# How far before an intent was recorded a batch carrying its key may have been created
+# (clock skew between this machine and the provider).
+LIST_SLACK_S = 3600
+
+
+@dataclass
+class BatchLine:
+    """One line of a batch file: its request body and the cached requests it answers,
+    as (cache_key, request as cached) in the order of the answer (embeddings: inputs)."""
+
+    custom_id: str
+    body: dict
+    members: list[tuple[str, dict]]
+
+
+@dataclass
+class Harvest:
+    """What one terminal batch returned: output or error record per custom id, and the
+    requests behind every line (from `llm_batch_requests`)."""
+
+    batch_key: str
+    batch_id: str
+    status: str
+    records: dict[str, dict]
+    members: dict[str, list[tuple[str, dict]]]
+    # Requests stored already (an earlier harvest died before marking the batch): their
+    # answers are not stored or accounted again, so no cost is counted twice.
+    already_cached: set[str]
+
+
+def batch_key_for(kind: str, custom_ids: Sequence[str]) -> str:
+    return hashlib.sha256((kind + "\n" + "\n".join(sorted(custom_ids))).encode()).hexdigest()
 
 
 def admit_within_budget(
@@ -54,12 +102,12 @@ def admit_within_budget(
     return admitted, refused
 
 
-def output_body(line: dict | None) -> tuple[dict | None, BatchRequestError | None]:
+def output_body(line: dict | None, status: str = "completed") -> tuple[dict | None, BatchRequestError | None]:
     """(response body, None) for a request the batch answered, else (None, why not)."""
     response = (line or {}).get("response") or {}
     if line and response.get("status_code") == 200 and isinstance(response.get("body"), dict):
         return response["body"], None
-    why = (line or {}).get("error") or response.get("body") or "missing from the batch output"
+    why = (line or {}).get("error") or response.get("body") or f"not answered (the batch ended {status})"
     return None, BatchRequestError(str(why)[:500])
 
 
@@ -82,41 +130,85 @@ class BatchJobs:
         self.timeout_s = timeout_s
         self.progress_interval_s = progress_interval_s
 
+    async def open_batches(self, client: openai.AsyncOpenAI, keys: Sequence[str]) -> dict[str, str]:
+        """`{cache_key: batch_key}` for the requests already carried by a batch that is not
+        harvested yet (those must not be submitted again). Intents left by a killed run
+        are settled first: found at the provider by their metadata key, or abandoned."""
+        found = store.open_batches_for(self._conn, keys)
+        intents = {row["batch_key"]: row for row in found.values() if row["status"] == store.INTENT}
+        for batch_key, row in intents.items():
+            await self._settle_intent(client, batch_key, row)
+        if intents:
+            found = store.open_batches_for(self._conn, keys)
+        return {key: row["batch_key"] for key, row in found.items()}
+
+    async def _settle_intent(self, client: openai.AsyncOpenAI, batch_key: str, row: dict) -> None:
+        since = row["created_at"].timestamp() - LIST_SLACK_S if row.get("created_at") else 0.0
+        async for batch in client.batches.list(limit=100):
+            if (getattr(batch, "metadata", None) or {}).get(METADATA_KEY) == batch_key:
+                self.log.info(f"found OpenAI batch {batch.id} created by an interrupted run (key {batch_key[:12]})")
+                store.update_batch(self._lake, batch_key, batch_id=batch.id, input_file_id=batch.input_file_id, status=batch.status)
+                return
+            if batch.created_at < since:
+                break
+        self.log.info(f"batch intent {batch_key[:12]} never reached the provider: its requests are submitted again")
+        store.update_batch(self._lake, batch_key, status=store.ABANDONED)
+
     async def run(
         self,
         client: openai.AsyncOpenAI,
-        batch_key: str,
-        items: list[tuple[str, dict]],
+        kind: str,
         url: str,
         model: str,
+        new_lines: list[BatchLine],
+        resume: set[str],
         progress: Progress,
-    ) -> dict[str, dict]:
-        """Submit (custom_id, body) requests (or resume their batch), wait for it, and
-        return its output lines by custom_id. Raises if the batch as a whole fails."""
-        batch = await self._submit_or_resume(client, batch_key, items, url, model)
-        batch = await self._wait(client, batch_key, batch, progress, model)
-        return await self._read_outputs(client, batch)
+    ) -> list[Harvest]:
+        """Submit `new_lines` as one new batch (if any), wait for it and for the batches in
+        `resume`, and return what each returned. Raises if waiting times out (the batches
+        stay recorded: a re-run resumes them)."""
+        batch_keys = sorted(resume)
+        if new_lines:
+            batch_keys.append(await self._submit(client, kind, url, model, new_lines))
+        harvests = []
+        for batch_key in batch_keys:
+            row = store.get_batch(self._conn, batch_key)
+            if row is None or not row["batch_id"]:
+                raise BatchRequestError(f"batch {batch_key[:12]} has no provider id; re-run to settle it")
+            if batch_key in resume:
+                self.log.info(f"resuming OpenAI batch {row['batch_id']} (status {row['status']})")
+            batch = await self._wait(client, batch_key, row["batch_id"], progress)
+            harvests.append(await self._read(client, batch_key, batch))
+        return harvests
 
-    async def _submit_or_resume(
-        self, client: openai.AsyncOpenAI, batch_key: str, items: list[tuple[str, dict]], url: str, model: str
-    ):
-        existing = store.get_batch(self._conn, batch_key)
-        if existing and existing["status"] not in DEAD_STATUSES:
-            self.log.info(f"resuming OpenAI batch {existing['batch_id']} ({len(items)} requests, status {existing['status']})")
-            return await client.batches.retrieve(existing["batch_id"])
-        lines = [store.canonical_json({"custom_id": custom_id, "method": "POST", "url": url, "body": body}) for custom_id, body in items]
-        payload = ("\n".join(lines) + "\n").encode()
+    async def _submit(self, client: openai.AsyncOpenAI, kind: str, url: str, model: str, lines: list[BatchLine]) -> str:
+        batch_key = batch_key_for(kind, [line.custom_id for line in lines])
+        store.record_batch_intent(
+            self._lake, batch_key, model, self.endpoint_host,
+            [(line.custom_id, [(key, store.canonical_json(request)) for key, request in line.members]) for line in lines],
+        )  # fmt: skip
+        payload = "".join(
+            store.canonical_json({"custom_id": line.custom_id, "method": "POST", "url": url, "body": line.body}) + "\n"
+            for line in lines
+        ).encode()
         uploaded = await client.files.create(file=("requests.jsonl", io.BytesIO(payload)), purpose="batch")
-        batch = await client.batches.create(input_file_id=uploaded.id, endpoint=url, completion_window="24h")
-        store.put_batch(self._lake, batch_key, batch.id, uploaded.id, model, self.endpoint_host, len(items), batch.status)
-        self.log.info(f"submitted OpenAI batch {batch.id} to {url} with {len(items)} requests ({len(payload):,} bytes)")
-        return batch
+        batch = await client.batches.create(
+            input_file_id=uploaded.id, endpoint=url, completion_window="24h", metadata={METADATA_KEY: batch_key}
+        )
+        self._record_created(batch_key, batch)
+        self.log.info(f"submitted OpenAI batch {batch.id} to {url} with {len(lines)} requests ({len(payload):,} bytes)")
+        return batch_key
 
-    async def _wait(self, client: openai.AsyncOpenAI, batch_key: str, batch, progress: Progress, model: str):
+    def _record_created(self, batch_key: str, batch: Any) -> None:
+        store.update_batch(self._lake, batch_key, batch_id=batch.id, input_file_id=batch.input_file_id, status=batch.status)
+
+    async def _wait(self, client: openai.AsyncOpenAI, batch_key: str, batch_id: str, progress: Progress):
+        batch = await client.batches.retrieve(batch_id)
         deadline = time.monotonic() + self.timeout_s
         last_log = 0.0
         while batch.status not in FINAL_STATUSES:
             if time.monotonic() > deadline:
+                store.update_batch(self._lake, batch_key, status=batch.status)
                 raise TimeoutError(f"batch {batch.id} still {batch.status} after {self.timeout_s:.0f}s; re-run to resume it")
             if time.monotonic() - last_log >= self.progress_interval_s:
                 counts = getattr(batch, "request_counts", None)
@@ -125,16 +217,14 @@ class BatchJobs:
                 last_log = time.monotonic()
             await asyncio.sleep(self.poll_interval_s)
             batch = await client.batches.retrieve(batch.id)
-        store.put_batch(
-            self._lake, batch_key, batch.id, batch.input_file_id, model, self.endpoint_host,
-            getattr(getattr(batch, "request_counts", None), "total", 0) or 0, batch.status, batch.output_file_id,
-        )  # fmt: skip
+        store.update_batch(self._lake, batch_key, status=batch.status, output_file_id=batch.output_file_id)
         if batch.status != "completed":
-            raise BatchRequestError(f"batch {batch.id} ended {batch.status}; re-run to submit a new one")
+            self.log.warning(f"batch {batch.id} ended {batch.status}: reading what it answered; the rest is submitted again next run")
         return batch
 
-    async def _read_outputs(self, client: openai.AsyncOpenAI, batch) -> dict[str, dict]:
-        outputs: dict[str, dict] = {}
+    async def _read(self, client: openai.AsyncOpenAI, batch_key: str, batch: Any) -> Harvest:
+        """The output and error files, whatever the terminal status."""
+        records: dict[str, dict] = {}
         for file_id in (batch.output_file_id, getattr(batch, "error_file_id", None)):
             if not file_id:
                 continue
@@ -142,5 +232,12 @@ class BatchJobs:
             for line in content.text.splitlines():
                 if line.strip():
                     record = json.loads(line)
-                    outputs.setdefault(record.get("custom_id"), record)
-        return outputs
+                    records.setdefault(record.get("custom_id"), record)
+        lines = store.batch_members(self._conn, batch_key)
+        members = {custom_id: [(key, json.loads(request_json)) for key, request_json in line] for custom_id, line in lines.items()}
+        cached = set(store.fetch_cached(self._conn, [key for line in lines.values() for key, _ in line]))
+        return Harvest(batch_key, batch.id, batch.status, records, members, cached)
+
+    def harvested(self, harvest: Harvest) -> None:
+        """Every answer of the batch is recorded (journaled): never read it again."""
+        store.update_batch(self._lake, harvest.batch_key, harvested_at=store.now())

@@ -1,7 +1,10 @@
 """The session's spending limit (`max_cost_usd`, one materialization).
 
-Before a request is sent, its estimated price is checked against what was spent plus
-what requests in flight have reserved. Once the budget is reached no new request is
+Before a request is sent, its most expensive outcome (the prompt estimate at the input
+rate plus `max_tokens` at the output rate) is checked against what was spent plus what
+requests in flight have reserved. An answer that came back without usage is charged
+that reservation, so the limit binds even then; a model with no price at all cannot
+reach a session with a budget on a remote endpoint (a configuration error, `session.py`). Once the budget is reached no new request is
 sent: the rest come back with status `budget_exceeded`, and the session raises
 `dg.Failure` when the caller leaves it (after writing what was done). Re-running resumes
 from the cache, where every answer already paid for is stored.
@@ -22,7 +25,16 @@ class Budget:
         self.totals = totals  # spent so far: the recorder's running sum
         self.log = log
         self.reserved_usd = 0.0
+        self.unpriced_usd = 0.0  # reservations charged for answers without usage
         self.stopped = False
+
+    @property
+    def spent_usd(self) -> float:
+        return self.totals.cost_usd + self.unpriced_usd
+
+    def charge_unpriced(self, reserve_usd: float) -> None:
+        """An answer whose cost is unknown (no usage came back): count its reservation."""
+        self.unpriced_usd += reserve_usd
 
     def allows(self, reserve_usd: float) -> bool:
         """Whether a request estimated at `reserve_usd` may be sent. A refusal sets `stopped`
@@ -30,8 +42,8 @@ class Budget:
         budget = self.max_cost_usd
         if budget is None:
             return True
-        if self.totals.cost_usd + self.reserved_usd + reserve_usd > budget and (
-            self.totals.cost_usd + self.reserved_usd > 0 or reserve_usd > budget
+        if self.spent_usd + self.reserved_usd + reserve_usd > budget and (
+            self.spent_usd + self.reserved_usd > 0 or reserve_usd > budget
         ):
             if not self.stopped:
                 self.log.warning(

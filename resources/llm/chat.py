@@ -9,7 +9,6 @@ through the worker pool or through the Batch API, and return results in request 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -18,10 +17,10 @@ from typing import Any
 import openai
 
 from resources.llm import store
-from resources.llm.batch import BatchJobs, admit_within_budget, output_body
+from resources.llm.batch import BatchJobs, BatchLine, admit_within_budget, output_body
 from resources.llm.budget import Budget
-from resources.llm.errors import UnexpectedResponse
-from resources.llm.pricing import estimate_tokens, price_usd
+from resources.llm.errors import BatchRequestError, UnexpectedResponse
+from resources.llm.pricing import Pricer, estimate_tokens
 from resources.llm.recorder import Recorder
 from resources.llm.transport import Transport
 from resources.llm.types import ChatRequest, ChatResult, Status
@@ -38,7 +37,13 @@ class _Pending:
     index: int
     key: str
     body: dict
-    est_tokens: int
+    prompt_tokens: int  # estimated
+    completion_tokens: int  # max_tokens: the most the answer can cost
+
+    @property
+    def est_tokens(self) -> int:
+        """What the TPM limiter counts."""
+        return self.prompt_tokens + self.completion_tokens
 
 
 class ChatCompletions:
@@ -57,8 +62,10 @@ class ChatCompletions:
         budget: Budget,
         transport: Transport,
         batches: BatchJobs,
+        price: Pricer,
         log: Any,
     ) -> None:
+        self.price = price
         self.model = model
         self.endpoint_id = endpoint_id
         self.temperature = temperature
@@ -111,8 +118,8 @@ class ChatCompletions:
                 elif key in pending:
                     followers.setdefault(key, []).append(index)  # same request twice: one call
                 else:
-                    est_tokens = estimate_tokens(request.messages) + (body.get("max_tokens") or DEFAULT_COMPLETION_ESTIMATE)
-                    pending[key] = _Pending(index, key, body, est_tokens)
+                    completion = body.get("max_tokens") or DEFAULT_COMPLETION_ESTIMATE
+                    pending[key] = _Pending(index, key, body, estimate_tokens(request.messages), completion)
             if pending:
                 done = len(requests) - len(pending) - sum(map(len, followers.values()))
                 progress = Progress(label, len(requests), self.recorder.totals, self.log, self.progress_interval_s, done=done)
@@ -134,7 +141,7 @@ class ChatCompletions:
     def _cached_result(self, key: str, text: str, usage_json: str | None, row_id: str | None) -> ChatResult:
         usage = json.loads(usage_json) if usage_json else {}
         prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-        saved = price_usd(self.model, prompt, completion, usage.get("cached_tokens", 0))
+        saved = self.price(self.model, prompt, completion, usage.get("cached_tokens", 0))
         status: Status = "ok" if text else "error"
         self.recorder.ledger(
             model=self.model, kind="chat", prompt_tokens=0, completion_tokens=0, cached_tokens=0,
@@ -169,7 +176,8 @@ class ChatCompletions:
         return answered
 
     async def _one(self, client: openai.AsyncOpenAI, job: _Pending) -> ChatResult:
-        reserve = price_usd(self.model, job.est_tokens, 0) or 0.0
+        # The reservation prices max_tokens at the output rate: the most this answer can cost.
+        reserve = self.price(self.model, job.prompt_tokens, job.completion_tokens) or 0.0
         if not self.budget.allows(reserve):
             self.recorder.not_sent(self.model, "chat", job.key, "online")
             return ChatResult(text=None, cache_key=job.key, status="budget_exceeded", error="budget reached (max_cost_usd)")
@@ -183,7 +191,10 @@ class ChatCompletions:
         latency = time.perf_counter() - started
         if error is not None:
             return self.recorder.failure(job.key, "chat", self.model, error, attempts, latency, "online")
-        return self._answer(job.key, job.body, response, attempts, latency, "online")
+        result = self._answer(job.key, job.body, response, attempts, latency, "online")
+        if result.cost_usd is None:
+            self.budget.charge_unpriced(reserve)  # no usage reported: count the most it can cost
+        return result
 
     def _answer(self, key: str, body: dict, response: Any, attempts: int, latency: float, mode: str) -> ChatResult:
         """Cache and account one chat response (an SDK object or a batch output dict)."""
@@ -209,7 +220,7 @@ class ChatCompletions:
         usage_known = prompt is not None and completion is not None
         prompt, completion = int(prompt or 0), int(completion or 0)
         # No usage from the endpoint means an unknown cost, not a free call.
-        cost = price_usd(self.model, prompt, completion, cached_tok, batch=mode == "batch") if usage_known else None
+        cost = self.price(self.model, prompt, completion, cached_tok, batch=mode == "batch") if usage_known else None
         usage = {"prompt_tokens": prompt, "completion_tokens": completion, "cached_tokens": cached_tok, "finish_reason": finish}
         text = text or ""
         self.recorder.remember(key, self.model, "chat", body, text, usage)
@@ -229,32 +240,49 @@ class ChatCompletions:
         )  # fmt: skip
 
     async def _batch_api(self, jobs: list[_Pending], progress: Progress) -> dict[str, ChatResult]:
+        """Requests already in an open batch are resumed there; the rest go in one new batch
+        (as far as the budget admits them). Every answer the batches return is stored."""
         client = await self.transport.client()
         answered: dict[str, ChatResult] = {}
+        in_batches = await self.batches.open_batches(client, [job.key for job in jobs])
+        fresh = [job for job in jobs if job.key not in in_batches]
         admitted, refused = admit_within_budget(
-            self.budget, jobs, lambda job: price_usd(self.model, job.est_tokens, 0, batch=True) or 0.0
+            self.budget, fresh, lambda job: self.price(self.model, job.prompt_tokens, job.completion_tokens, batch=True) or 0.0
         )
         for job in refused:
             self.recorder.not_sent(self.model, "chat", job.key, "batch")
             answered[job.key] = ChatResult(text=None, cache_key=job.key, status="budget_exceeded", error="budget reached (max_cost_usd)")
-        if not admitted:
+        wanted = {job.key for job in jobs if job.key in in_batches} | {job.key for job in admitted}
+        if not wanted:
             return answered
-        batch_key = hashlib.sha256("\n".join(sorted(job.key for job in admitted)).encode()).hexdigest()
+        lines = [BatchLine(job.key, job.body, [(job.key, job.body)]) for job in admitted]
         started = time.perf_counter()
         try:
-            outputs = await self.batches.run(
-                client, batch_key, [(job.key, job.body) for job in admitted], "/v1/chat/completions", self.model, progress
+            harvests = await self.batches.run(
+                client, "chat", "/v1/chat/completions", self.model, lines, set(in_batches.values()), progress
             )
         except Exception as exc:  # noqa: BLE001 -- recorded per request below
             latency = time.perf_counter() - started
-            for job in admitted:
-                answered[job.key] = self.recorder.failure(job.key, "chat", self.model, exc, 1, latency, "batch")
+            for key in wanted:
+                answered[key] = self.recorder.failure(key, "chat", self.model, exc, 1, latency, "batch")
             return answered
         latency = time.perf_counter() - started
-        for job in admitted:
-            body, error = output_body(outputs.get(job.key))
-            if body is not None:
-                answered[job.key] = self._answer(job.key, job.body, body, 1, latency, "batch")
-            else:
-                answered[job.key] = self.recorder.failure(job.key, "chat", self.model, error, 1, latency, "batch")
+        for harvest in harvests:
+            for custom_id, members in harvest.members.items():
+                body, error = output_body(harvest.records.get(custom_id), harvest.status)
+                for key, request in members:
+                    if key in harvest.already_cached:
+                        continue
+                    if body is not None:  # paid: stored even if this run no longer asks for it
+                        result = self._answer(key, request, body, 1, latency, "batch")
+                    elif key in wanted:
+                        result = self.recorder.failure(key, "chat", self.model, error, 1, latency, "batch")
+                    else:
+                        continue
+                    if key in wanted:
+                        answered[key] = result
+            self.batches.harvested(harvest)
+        for key in wanted - answered.keys():
+            missing = BatchRequestError("not found in any batch output")
+            answered[key] = self.recorder.failure(key, "chat", self.model, missing, 1, latency, "batch")
         return answered

@@ -19,10 +19,10 @@ import numpy as np
 import openai
 
 from resources.llm import store
-from resources.llm.batch import BatchJobs, admit_within_budget, output_body
+from resources.llm.batch import BatchJobs, BatchLine, admit_within_budget, output_body
 from resources.llm.budget import Budget
-from resources.llm.errors import EmbeddingShapeError
-from resources.llm.pricing import estimate_tokens, price_usd
+from resources.llm.errors import BatchRequestError, EmbeddingShapeError
+from resources.llm.pricing import Pricer, estimate_tokens
 from resources.llm.recorder import Recorder
 from resources.llm.transport import Transport
 from resources.llm.workers import Progress, stream
@@ -50,8 +50,10 @@ class Embeddings:
         budget: Budget,
         transport: Transport,
         batches: BatchJobs,
+        price: Pricer,
         log: Any,
     ) -> None:
+        self.price = price
         self.model = model
         self.endpoint_id = endpoint_id
         self.batch_size = batch_size
@@ -79,7 +81,7 @@ class Embeddings:
                     usage = json.loads(usage_json) if usage_json else {}
                     self.recorder.ledger(
                         model=model, kind="embedding", prompt_tokens=0, completion_tokens=0, cached_tokens=0,
-                        cost_usd=0.0, saved_usd=price_usd(model, usage.get("prompt_tokens", 0), 0), latency_s=0.0,
+                        cost_usd=0.0, saved_usd=self.price(model, usage.get("prompt_tokens", 0), 0), latency_s=0.0,
                         attempts=0, cache_hit=True, mode="cache", status="ok", error_class=None, cache_key=key,
                     )  # fmt: skip
                 elif not text or not text.strip():
@@ -103,7 +105,7 @@ class Embeddings:
                             vectors[index] = vector
 
                 if self.batch_mode:
-                    store_vectors(await self._batch_api(client, [(chunk, [texts[todo[k][0]] for k in chunk]) for chunk in chunks]))
+                    store_vectors(await self._batch_api(client, unique, {key: texts[todo[key][0]] for key in unique}))
                     progress.done = len(texts)
                 else:
 
@@ -124,7 +126,7 @@ class Embeddings:
         """One embeddings request for a chunk of texts, online."""
         model = self.model
         est = sum(estimate_tokens(text) for text in inputs)
-        reserve = price_usd(model, est, 0) or 0.0
+        reserve = self.price(model, est, 0) or 0.0
         if not self.budget.allows(reserve):
             for key in keys:
                 self.recorder.not_sent(model, "embedding", key, "online")
@@ -142,10 +144,12 @@ class Embeddings:
         return self._answer(keys, inputs, response, attempts, latency, "online")
 
     def _answer(
-        self, keys: list[str], inputs: list[str], response: Any, attempts: int, latency: float, mode: str
+        self, keys: list[str], inputs: list[str], response: Any, attempts: int, latency: float, mode: str,
+        skip: set[str] = frozenset(),
     ) -> dict[str, np.ndarray]:
         """Cache and account one embeddings response (an SDK object or a batch output dict):
-        one vector per input, mean-pooled, the request's token usage shared by length."""
+        one vector per input, mean-pooled, the request's token usage shared by length.
+        Keys in `skip` are stored and accounted already (their vectors are still returned)."""
         model = self.model
         if isinstance(response, dict):
             data = [(item.get("index", 0), item.get("embedding")) for item in response.get("data") or []]
@@ -163,8 +167,11 @@ class Embeddings:
         for key, text, (_, embedding) in zip(keys, inputs, sorted(data, key=lambda item: item[0])):
             vector = mean_pool(embedding)
             # Token usage is per request; each text gets its share by length.
+            if key in skip:
+                found[key] = vector
+                continue
             tokens = None if total_prompt is None else round(total_prompt * max(1, len(text)) / total_chars)
-            cost = None if tokens is None else price_usd(model, tokens, 0, batch=mode == "batch")
+            cost = None if tokens is None else self.price(model, tokens, 0, batch=mode == "batch")
             if cost is not None:
                 self.recorder.totals.cost_usd += cost
             self.recorder.remember(
@@ -179,41 +186,58 @@ class Embeddings:
             found[key] = vector
         return found
 
-    async def _batch_api(self, client: openai.AsyncOpenAI, chunks: list[tuple[list[str], list[str]]]) -> dict[str, np.ndarray]:
-        """Embedding requests (one per chunk of texts) through the Batch API at the batch
-        rate; resumable like chat batches. Budget: chunks are admitted while they fit."""
+    async def _batch_api(self, client: openai.AsyncOpenAI, keys: list[str], text_of: dict[str, str]) -> dict[str, np.ndarray]:
+        """Embedding requests through the Batch API at the batch rate. Texts already in an
+        open batch are resumed there; the rest go in a new batch, one line per chunk of
+        `embed_batch_size` texts, admitted while they fit the budget."""
         model = self.model
+        in_batches = await self.batches.open_batches(client, keys)
+        fresh = [key for key in keys if key not in in_batches]
+        chunks = [fresh[i : i + self.batch_size] for i in range(0, len(fresh), self.batch_size)]
 
-        def batch_price(chunk: tuple[list[str], list[str]]) -> float:
-            _, inputs = chunk
-            return price_usd(model, sum(estimate_tokens(text) for text in inputs), 0, batch=True) or 0.0
+        def batch_price(chunk: list[str]) -> float:
+            return self.price(model, sum(estimate_tokens(text_of[key]) for key in chunk), 0, batch=True) or 0.0
 
         admitted, refused = admit_within_budget(self.budget, chunks, batch_price)
-        for keys, _ in refused:
-            for key in keys:
+        for chunk in refused:
+            for key in chunk:
                 self.recorder.not_sent(model, "embedding", key, "batch")
-        if not admitted:
+        wanted = {key for key in keys if key in in_batches} | {key for chunk in admitted for key in chunk}
+        if not wanted:
             return {}
-        lines = [("emb-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:32], keys, inputs) for keys, inputs in admitted]
-        items = [(chunk_id, {"model": model, "input": inputs, "encoding_format": "float"}) for chunk_id, _, inputs in lines]
-        batch_key = hashlib.sha256(("embeddings\n" + "\n".join(sorted(chunk_id for chunk_id, _ in items))).encode()).hexdigest()
+        lines = [
+            BatchLine(
+                "emb-" + hashlib.sha256("\n".join(chunk).encode()).hexdigest()[:32],
+                {"model": model, "input": [text_of[key] for key in chunk], "encoding_format": "float"},
+                [(key, {"model": model, "input": text_of[key]}) for key in chunk],
+            )
+            for chunk in admitted
+        ]
         started = time.perf_counter()
         try:
             progress = Progress("embed", len(lines), self.recorder.totals, self.log, self.progress_interval_s)
-            outputs = await self.batches.run(client, batch_key, items, "/v1/embeddings", model, progress)
+            harvests = await self.batches.run(
+                client, "embeddings", "/v1/embeddings", model, lines, set(in_batches.values()), progress
+            )
         except Exception as exc:  # noqa: BLE001 -- recorded per text below
             latency = time.perf_counter() - started
-            for _, keys, _ in lines:
-                for key in keys:
-                    self.recorder.failure(key, "embedding", model, exc, 1, latency, "batch")
+            for key in wanted:
+                self.recorder.failure(key, "embedding", model, exc, 1, latency, "batch")
             return {}
         latency = time.perf_counter() - started
         found: dict[str, np.ndarray] = {}
-        for chunk_id, keys, inputs in lines:
-            body, error = output_body(outputs.get(chunk_id))
-            if body is not None:
-                found.update(self._answer(keys, inputs, body, 1, latency, "batch"))
-            else:
-                for key in keys:
-                    self.recorder.failure(key, "embedding", model, error, 1, latency, "batch")
-        return found
+        for harvest in harvests:
+            for custom_id, members in harvest.members.items():
+                body, error = output_body(harvest.records.get(custom_id), harvest.status)
+                line_keys = [key for key, _ in members]
+                if body is not None:  # paid: stored even for texts this run no longer asks for
+                    inputs = [request["input"] for _, request in members]
+                    found.update(self._answer(line_keys, inputs, body, 1, latency, "batch", skip=harvest.already_cached))
+                else:
+                    for key in line_keys:
+                        if key in wanted:
+                            self.recorder.failure(key, "embedding", model, error, 1, latency, "batch")
+            self.batches.harvested(harvest)
+        for key in wanted - found.keys() - {k for h in harvests for m in h.members.values() for k, _ in m}:
+            self.recorder.failure(key, "embedding", model, BatchRequestError("not found in any batch output"), 1, latency, "batch")
+        return {key: vector for key, vector in found.items() if key in wanted}

@@ -8,16 +8,25 @@ for the session, or the one SYNTH_ASSETS_LOCAL_MODEL_URL points at.
 Two names come out of the endpoint and neither carries a secret: `endpoint_id` goes into
 cache keys (the URL without credentials, or a fixed name for the local model, whose port
 changes every session), `host` (host[:port]) goes into the ledger.
+
+The api key is configured only as a reference to an environment variable (`env:NAME`,
+or `dg.EnvVar("NAME")` in code), so no key is ever part of a run's stored configuration;
+a literal is refused for any endpoint that is not on this machine (a loopback server,
+such as vLLM or llama.cpp run locally, takes any placeholder). Error text is redacted
+of any 4+ character piece of the key, which is how providers echo it back
+(OpenAI's 401: "Incorrect API key provided: sk-proj-****...abcd").
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
+from resources.llm.errors import LLMConfigError
 from resources.llm.local_model import (
     CHAT_ALIAS,
     EMBED_ALIAS,
@@ -35,6 +44,12 @@ EMBEDDING_MODEL_ENV = "SYNTH_ASSETS_EMBEDDING_MODEL"
 DEFAULT_REMOTE_CHAT_MODEL = "gpt-4o-mini"
 DEFAULT_REMOTE_EMBEDDING_MODEL = "text-embedding-3-small"
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+ENV_REFERENCE_PREFIX = "env:"
+# Providers echo the last 4 characters of a key ("sk-...abcd"): any piece this long is masked.
+MIN_REDACTED_CHARS = 4
+MASK = "***"
+# Keys that are placeholders, not secrets (the local model, a server that needs none).
+PLACEHOLDER_KEYS = ("local-no-key", "no-key")
 
 
 @dataclass
@@ -51,11 +66,64 @@ class Endpoint:
         return endpoint_host(self.base_url)
 
     def redact(self, text: str) -> str:
-        """`text` with the api key masked: error messages from the SDK can quote it."""
-        key = self.api_key
-        if key and len(key) >= 4:
-            text = text.replace(key, "***")
+        """`text` with every piece of the api key (4+ characters) masked: error messages
+        from the SDK and the provider quote it whole or in part."""
+        if self.is_local or self.api_key in PLACEHOLDER_KEYS:
+            return text
+        return redact_secret(text, self.api_key)
+
+
+def redact_secret(text: str, secret: str, min_chars: int = MIN_REDACTED_CHARS) -> str:
+    """`text` with each longest run of characters that is also a substring of `secret`
+    (at least `min_chars` long) replaced by `***`."""
+    if not secret or len(secret) < min_chars or not text:
         return text
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        piece = text[i : i + min_chars]
+        if len(piece) == min_chars and piece in secret:
+            end = i + min_chars
+            while end < len(text) and text[i : end + 1] in secret:
+                end += 1
+            out.append(MASK)
+            i = end
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_api_key(setting: str | None, base_url: str | None) -> str | None:
+    """The key to send: from the `env:NAME` reference, else OPENAI_API_KEY. A literal is
+    accepted only for a loopback endpoint (a local server's placeholder); for any other it
+    is a configuration error that names the fix and never echoes the value."""
+    if setting is None or setting == "":
+        return os.environ.get(OPENAI_API_KEY_ENV) or None
+    if setting.startswith(ENV_REFERENCE_PREFIX):
+        name = setting[len(ENV_REFERENCE_PREFIX) :].strip()
+        value = os.environ.get(name)
+        if not value:
+            raise LLMConfigError(f"api_key refers to environment variable {name!r}, which is not set")
+        return value
+    if base_url is not None and is_loopback(base_url):
+        return setting
+    raise LLMConfigError(
+        "api_key must name an environment variable: 'env:OPENAI_API_KEY' in run config or YAML, "
+        "dg.EnvVar('OPENAI_API_KEY') in code, or leave it unset to read OPENAI_API_KEY. A key typed as a "
+        "literal (or Dagster's {env: NAME} form, which is resolved to one before the resource sees it) would "
+        "be stored with the run's configuration, so it is refused."
+    )
 
 
 def strip_credentials(url: str) -> str:
@@ -85,8 +153,8 @@ def resolve_endpoint(
 ) -> Endpoint:
     """The endpoint for one session. A local server started here is stopped when `stack`
     closes (i.e. when the session ends)."""
-    api_key = api_key or os.environ.get(OPENAI_API_KEY_ENV) or None
     base_url = base_url or os.environ.get(OPENAI_BASE_URL_ENV) or None
+    api_key = resolve_api_key(api_key, base_url or OPENAI_DEFAULT_BASE_URL)
     env_chat = os.environ.get(CHAT_MODEL_ENV) or None
     env_embed = os.environ.get(EMBEDDING_MODEL_ENV) or None
     if api_key is None and base_url is None:

@@ -3,8 +3,10 @@
 Prices come from `genai-prices` (pydantic's maintained price table, the same data
 Logfire uses); the override table below prices models it does not know: the bundled
 SmolLM2 aliases (free, wall time recorded instead) and any self-hosted model you add.
-A model with no known price is priced `None` (unknown) with one clear warning per
-model, never a silent zero.
+The `llm` resource's `price_overrides` setting (passed here as `overrides`) comes first:
+a fine-tuned or unlisted model is priced there. A model with no known price is priced
+`None` (unknown) with one clear warning per model, never a silent zero; a session with a
+budget on a remote endpoint refuses to start on one (`session.py`).
 
 `estimate_tokens` is the rough prompt size used before a call is made: for the cost
 estimate, the budget's reservation and the rate limiter's token bucket.
@@ -16,9 +18,10 @@ import functools
 import logging
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
 
 import genai_prices
 
@@ -43,6 +46,16 @@ PRICE_OVERRIDES: dict[str, ModelPrice] = {
     "smollm2-135m-embed": ModelPrice(0.0, 0.0),  # bundled llama.cpp embedding alias
 }
 
+
+
+class Pricer(Protocol):
+    """`price_usd` with a session's overrides bound (what chat and embeddings call)."""
+
+    def __call__(
+        self, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, batch: bool = False
+    ) -> float | None: ...
+
+
 _warned_unknown: set[str] = set()
 _warn_lock = threading.Lock()
 
@@ -66,13 +79,15 @@ def price_usd(
     completion_tokens: int,
     cached_tokens: int = 0,
     batch: bool = False,
+    overrides: Mapping[str, ModelPrice] | None = None,
 ) -> float | None:
     """Dollar cost of one call, or None when the model's price is unknown.
 
     `cached_tokens` (provider prompt-cache reads, part of `prompt_tokens`) are billed at
     the cached-input rate where one exists. `batch=True` prices at the batch-API rate.
+    `overrides` (lower-case model name -> price) win over every other source.
     """
-    override = PRICE_OVERRIDES.get(model.lower())
+    override = (overrides or {}).get(model.lower()) or PRICE_OVERRIDES.get(model.lower())
     if override is not None:
         return _override_price(override, prompt_tokens, completion_tokens, cached_tokens, batch)
     if _is_tiered(model):
@@ -183,6 +198,6 @@ def estimate_tokens(messages: Sequence[dict] | str) -> int:
     return max(1, chars // 4 + 4 * len(messages))
 
 
-def price_known(model: str) -> bool:
+def price_known(model: str, overrides: Mapping[str, ModelPrice] | None = None) -> bool:
     """Whether `price_usd(model, ...)` returns a number (warns once if not)."""
-    return price_usd(model, 1, 1) is not None
+    return price_usd(model, 1, 1, overrides=overrides) is not None

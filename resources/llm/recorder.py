@@ -1,17 +1,24 @@
 """Every answer into `llm_cache`, every request into `llm_calls`, and the session's totals.
 
-Rows are buffered and written in groups (every second or 512 rows) on a worker thread,
-so the event loop keeps streaming requests; `session_connection()` drains the buffer
-before a `complete()` / `embed()` call returns, so every answer a caller holds is in
-`llm_cache` and a hard kill loses at most the last second of answers. The cache row is
-always written before its ledger row: a ledger row never points at an answer that is
-not stored.
+An answer is safe before anyone uses it: `remember()` / `ledger()` append the row to the
+session's local journal (`journal.py`, flushed to the OS, so it survives the process
+being killed) and to an in-memory buffer. A flusher thread of its own writes the buffer to
+the lake every `FLUSH_INTERVAL_S` (sooner at `FLUSH_ROWS` rows), whatever the workers are
+doing, so a request retrying for minutes never holds other answers back. A write that
+fails keeps its rows (and their journal segment) and is tried again on the next tick;
+nothing is dropped. `session_connection()` flushes before a `complete()` / `embed()` call
+returns, and `close()` drains the buffer when the session ends for any reason (an asset
+error, a Dagster run termination); what it still cannot write stays in the journal and is
+replayed by the next session on the same lake. The cache row is always written in the
+same transaction as its ledger row.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -22,12 +29,19 @@ import duckdb
 
 from resources.llm import store
 from resources.llm.endpoint import Endpoint
+from resources.llm.journal import CACHE, LEDGER, Journal
 from resources.llm.types import ChatResult
 from resources.warehouse import Lake
 
-# Flush thresholds: a group this large, or this old, goes to DuckDB.
+logger = logging.getLogger(__name__)
+
+# Write the buffer at least this often (an answer reaches the lake within about this
+# long of arriving), or as soon as this many rows wait.
 FLUSH_ROWS = 512
-FLUSH_INTERVAL_S = 1.0
+FLUSH_INTERVAL_S = 0.5
+# When the session closes: how long to keep retrying a failing write before leaving the
+# rows to the journal's replay.
+CLOSE_RETRY_S = 10.0
 
 
 @dataclass
@@ -49,18 +63,40 @@ class Totals:
     latency_s: float = 0.0
 
 
+def write_rows(lake: Lake, cache_rows: list[dict], ledger_rows: list[dict], dedup_ledger: bool = False) -> None:
+    """One transaction for both: the answers and their ledger rows land together (a
+    ledger row never points at an answer that is not stored), retried on conflict.
+    `dedup_ledger` leaves out ledger rows already stored (a replay, or a retry after a
+    write whose outcome is unknown)."""
+    if not cache_rows and not ledger_rows:
+        return
+
+    def write(conn: duckdb.DuckDBPyConnection) -> None:
+        store.insert_rows(conn, store.CACHE_TABLE, store.CACHE_SCHEMA, cache_rows, key="cache_key")
+        store.insert_rows(conn, store.CALLS_TABLE, store.CALLS_SCHEMA, ledger_rows, key="call_id" if dedup_ledger else None)
+
+    lake.transaction(write)
+
+
 class Recorder:
-    def __init__(self, conn: duckdb.DuckDBPyConnection, lake: Lake, endpoint: Endpoint, context: Any) -> None:
+    def __init__(self, conn: duckdb.DuckDBPyConnection, lake: Lake, endpoint: Endpoint, context: Any, journal: Journal) -> None:
         self._conn = conn  # reads (cache lookups); writes go through `lake` transactions
         self._lake = lake
+        self._journal = journal
         self._endpoint = endpoint
         self._host = endpoint.host  # parsed once: the ledger stamps it on every row
         self.run_id, self.asset_key, self.partition = context_ids(context)
         self.totals = Totals()
         self._cache_rows: list[dict] = []
         self._ledger_rows: list[dict] = []
-        self._last_flush = time.monotonic()
-        self._flush_task: asyncio.Future | None = None
+        self._rows_lock = threading.Lock()  # the buffers and the journal's open segment
+        self._write_lock = threading.Lock()  # one lake write at a time, in row order
+        self._retry_dedup = False  # the last write failed: its outcome is unknown
+        self.write_failures = 0
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_loop, name="llm-recorder-flush", daemon=True)
+        self._flusher.start()
 
     def ledger(self, **row: Any) -> None:
         """One `llm_calls` row (the run, asset, partition and host are stamped here)."""
@@ -72,7 +108,7 @@ class Recorder:
             endpoint_host=self._host,
             created_at=store.now(),
         )
-        self._ledger_rows.append(row)
+        self._keep(LEDGER, row, self._ledger_rows)
         t = self.totals
         t.calls += 1
         t.cache_hits += bool(row.get("cache_hit"))
@@ -109,62 +145,105 @@ class Recorder:
         return ChatResult(text=None, cache_key=key, status="error", error=message, latency_s=latency, attempts=attempts)
 
     def remember(self, key: str, model: str, kind: str, request: dict, text: str, usage: dict) -> None:
-        """One `llm_cache` row: the answer to `request` (an embedding as a JSON list)."""
-        self._cache_rows.append(
-            {
-                "cache_key": key,
-                "model": model,
-                "kind": kind,
-                "request_json": store.canonical_json(request),
-                "response_text": text,
-                "usage": json.dumps(usage),
-                "created_at": store.now(),
-            }
-        )
+        """One `llm_cache` row: the answer to `request` (an embedding as a JSON list).
+        In the journal when this returns, in the lake within FLUSH_INTERVAL_S."""
+        row = {
+            "cache_key": key,
+            "model": model,
+            "kind": kind,
+            "request_json": store.canonical_json(request),
+            "response_text": text,
+            "usage": json.dumps(usage),
+            "created_at": store.now(),
+        }
+        self._keep(CACHE, row, self._cache_rows)
+
+    def _keep(self, table: str, row: dict, buffer: list[dict]) -> None:
+        with self._rows_lock:
+            self._journal.append(table, row)
+            buffer.append(row)
+            pending = len(self._cache_rows) + len(self._ledger_rows)
+        if pending >= FLUSH_ROWS:
+            self._wake.set()
+
+    @property
+    def pending_rows(self) -> int:
+        with self._rows_lock:
+            return len(self._cache_rows) + len(self._ledger_rows)
 
     def maybe_flush(self) -> None:
-        """Start a background write if enough rows (or time) have piled up."""
-        pending = len(self._cache_rows) + len(self._ledger_rows)
-        if not pending or (pending < FLUSH_ROWS and time.monotonic() - self._last_flush < FLUSH_INTERVAL_S):
-            return
-        if self._flush_task is not None and not self._flush_task.done():
-            return
-        cache_rows, self._cache_rows = self._cache_rows, []
-        ledger_rows, self._ledger_rows = self._ledger_rows, []
-        self._last_flush = time.monotonic()
-        self._flush_task = asyncio.ensure_future(asyncio.to_thread(self._write_rows, cache_rows, ledger_rows, True))
+        """Kept for the worker pool's after-each hook: the flusher thread writes on its own
+        clock; this only wakes it early when a large group is waiting."""
+        if self.pending_rows >= FLUSH_ROWS:
+            self._wake.set()
 
-    def _write_rows(self, cache_rows: list[dict], ledger_rows: list[dict], own_cursor: bool = False) -> None:
-        """One transaction for both: the answers and their ledger rows land together (a
-        ledger row never points at an answer that is not stored), retried on conflict.
-        Each call opens its own cursor, so the flush thread and the loop never share one."""
-        if not cache_rows and not ledger_rows:
-            return
+    def flush(self) -> bool:
+        """Write what is buffered now; True when it is all in the lake. A failed write
+        puts its rows back (ahead of newer ones) for the next attempt."""
+        with self._write_lock:
+            with self._rows_lock:
+                cache_rows, self._cache_rows = self._cache_rows, []
+                ledger_rows, self._ledger_rows = self._ledger_rows, []
+                if not cache_rows and not ledger_rows:
+                    return True
+                segment = self._journal.rotate()
+            try:
+                write_rows(self._lake, cache_rows, ledger_rows, dedup_ledger=self._retry_dedup)
+            except Exception as exc:  # noqa: BLE001 -- kept and retried, never dropped
+                with self._rows_lock:
+                    self._cache_rows[:0] = cache_rows
+                    self._ledger_rows[:0] = ledger_rows
+                self._retry_dedup = True
+                self.write_failures += 1
+                logger.warning(
+                    "writing %d LLM answers and %d ledger rows to the lake failed (%s: %s); they are kept in the "
+                    "journal and retried", len(cache_rows), len(ledger_rows), type(exc).__name__, str(exc)[:300],
+                )  # fmt: skip
+                return False
+            self._retry_dedup = False
+            self._journal.discard_through(segment)
+            return True
 
-        def write(conn: duckdb.DuckDBPyConnection) -> None:
-            store.insert_rows(conn, store.CACHE_TABLE, store.CACHE_SCHEMA, cache_rows, key="cache_key")
-            store.insert_rows(conn, store.CALLS_TABLE, store.CALLS_SCHEMA, ledger_rows)
+    def _flush_loop(self) -> None:
+        while not self._closing.is_set():
+            self._wake.wait(FLUSH_INTERVAL_S)
+            self._wake.clear()
+            if self._closing.is_set():
+                return
+            self.flush()
 
-        self._lake.transaction(write)
-
-    async def _drain(self) -> None:
-        """Wait for the background write, then write what is left, on this thread."""
-        if self._flush_task is not None:
-            task, self._flush_task = self._flush_task, None
-            await task
-        cache_rows, self._cache_rows = self._cache_rows, []
-        ledger_rows, self._ledger_rows = self._ledger_rows, []
-        self._write_rows(cache_rows, ledger_rows)
-        self._last_flush = time.monotonic()
+    async def _flush_now(self) -> None:
+        await asyncio.to_thread(self.flush)
 
     @asynccontextmanager
     async def session_connection(self):
-        """The session's DuckDB connection for one complete()/embed() call; every answer
-        (and its ledger row) is written before the call returns, even when it fails."""
+        """The session's DuckDB connection for one complete()/embed() call; the call's
+        answers and ledger rows are written before it returns, even when it fails (if the
+        lake refuses, they are in the journal and the flusher keeps trying)."""
         try:
             yield self._conn
         finally:
-            await self._drain()
+            await self._flush_now()
+
+    def close(self) -> None:
+        """Stop the flusher and drain the buffer, retrying for up to CLOSE_RETRY_S. What
+        still cannot be written stays in the journal for the next session to replay."""
+        self._closing.set()
+        self._wake.set()
+        self._flusher.join(timeout=CLOSE_RETRY_S + 60)
+        deadline = time.monotonic() + CLOSE_RETRY_S
+        delay = 0.1
+        committed = self.flush()
+        while not committed and time.monotonic() < deadline:
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            committed = self.flush()
+        if not committed:
+            logger.error(
+                "%d LLM rows could not be written to the lake; they stay in %s and are written by the next "
+                "session on this lake", self.pending_rows, self._journal.directory,
+            )  # fmt: skip
+        self._journal.close(committed=committed)
 
 
 def context_ids(context: Any) -> tuple[str | None, str | None, str | None]:

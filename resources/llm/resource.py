@@ -19,6 +19,7 @@ from resources.llm.endpoint import (
     DEFAULT_REMOTE_CHAT_MODEL,
     DEFAULT_REMOTE_EMBEDDING_MODEL,
     EMBEDDING_MODEL_ENV,
+    ENV_REFERENCE_PREFIX,
     OPENAI_API_KEY_ENV,
     OPENAI_BASE_URL_ENV,
     resolve_endpoint,
@@ -26,6 +27,15 @@ from resources.llm.endpoint import (
 from resources.llm.errors import LLMConfigError
 from resources.llm.session import LLMSession
 from resources.warehouse import Warehouse
+
+
+class ModelPriceSetting(dg.Config):
+    """What one model costs, in US dollars per million tokens."""
+
+    input_usd_per_mtok: float = Field(description="Prompt tokens.")
+    output_usd_per_mtok: float = Field(description="Completion tokens.")
+    cached_input_usd_per_mtok: float | None = Field(default=None, description="Prompt-cache reads (None = input rate).")
+    batch_discount: float = Field(default=0.5, description="Share of the price paid through the Batch API.")
 
 
 class LLMResource(dg.ConfigurableResource):
@@ -41,7 +51,9 @@ class LLMResource(dg.ConfigurableResource):
     api_key: str | None = Field(
         default=None,
         repr=False,
-        description=f"API key; pass dg.EnvVar('{OPENAI_API_KEY_ENV}'), never a literal (env {OPENAI_API_KEY_ENV}).",
+        description=f"The environment variable holding the API key, as 'env:NAME' (in code also "
+        f"dg.EnvVar('NAME')); unset = env {OPENAI_API_KEY_ENV}. A literal key is refused (it would be stored "
+        "with the run), except for a server on this machine.",
     )
     model: str | None = Field(
         default=None, description=f"Chat model (env {CHAT_MODEL_ENV}; default {DEFAULT_REMOTE_CHAT_MODEL} or the local alias)."
@@ -62,7 +74,15 @@ class LLMResource(dg.ConfigurableResource):
     temperature: float | None = Field(default=0.7, description="Default sampling temperature.")
     max_tokens: int | None = Field(default=512, description="Default completion length cap.")
     seed: int | None = Field(default=1234, description="Base seed; each sample_index adds to it.")
-    max_cost_usd: float | None = Field(default=10.0, description="Budget per materialization in USD (None = none).")
+    max_cost_usd: float | None = Field(
+        default=10.0,
+        description="Budget per materialization in USD (None = none). With a remote endpoint, every model used must "
+        "have a price (genai-prices or price_overrides), else the session refuses to start.",
+    )
+    price_overrides: dict[str, ModelPriceSetting] = Field(
+        default={},
+        description="Prices by model name (fine-tuned, self-hosted or unlisted models); they win over genai-prices.",
+    )
     batch_mode: bool = Field(default=False, description="Send uncached chat and embedding requests through the OpenAI Batch API (50% price).")
     batch_poll_interval_s: float = Field(default=30.0, description="Batch API polling interval.")
     batch_timeout_s: float = Field(default=26 * 3600.0, description="Give up waiting for a batch after this long.")
@@ -76,7 +96,21 @@ class LLMResource(dg.ConfigurableResource):
     )
     progress_interval_s: float = Field(default=5.0, description="Seconds between progress lines in the run log.")
     local_model_log_dir: str = Field(default="data/logs", description="Where the local llama.cpp server logs.")
+    journal_dir: str | None = Field(
+        default=None,
+        description="Where answers are logged locally the moment they arrive, until they are in the lake "
+        "(env SYNTH_ASSETS_LLM_JOURNAL_DIR; default: llm_journal/ beside the lake's catalog). A killed run's log "
+        "is replayed by the next session, so no received answer is paid for twice.",
+    )
     local_startup_timeout_s: float = Field(default=120.0, description="How long to wait for the local server.")
+
+    def __init__(self, **settings: Any) -> None:
+        # dg.EnvVar('NAME') becomes the reference 'env:NAME', resolved when a session starts,
+        # so Dagster stores the variable's name in the run's config, never the key itself.
+        api_key = settings.get("api_key")
+        if isinstance(api_key, dg.EnvVar):
+            settings["api_key"] = f"{ENV_REFERENCE_PREFIX}{api_key.env_var_name}"
+        super().__init__(**settings)
 
     @contextmanager
     def session(self, context: Any = None, warehouse: Warehouse | None = None) -> Iterator[LLMSession]:

@@ -16,11 +16,12 @@ own module:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import functools
 import logging
 import threading
 from collections.abc import Sequence
 from contextlib import ExitStack
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -33,9 +34,10 @@ from resources.llm.budget import Budget
 from resources.llm.chat import ChatCompletions
 from resources.llm.embeddings import Embeddings
 from resources.llm.endpoint import Endpoint
-from resources.llm.errors import LLMError
-from resources.llm.pricing import price_usd
-from resources.llm.recorder import Recorder, Totals
+from resources.llm.errors import LLMConfigError, LLMError
+from resources.llm.pricing import ModelPrice, price_known, price_usd
+from resources.llm.journal import Journal, journal_dir, replay_orphans
+from resources.llm.recorder import Recorder, Totals, write_rows
 from resources.llm.retries import RetryPolicy
 from resources.llm.structured import complete_json, resolve_mode
 from resources.llm.transport import Transport
@@ -64,6 +66,12 @@ class LLMSession:
         self.endpoint = endpoint
         self.model = endpoint.chat_model
         self.embedding_model = endpoint.embedding_model
+        self.price_overrides = {
+            name.lower(): ModelPrice(p.input_usd_per_mtok, p.output_usd_per_mtok, p.cached_input_usd_per_mtok, p.batch_discount)
+            for name, p in resource.price_overrides.items()
+        }
+        self.price = functools.partial(price_usd, overrides=self.price_overrides)
+        require_prices(endpoint, resource.max_cost_usd, self.price_overrides)
         # The bundled llama.cpp server answers one request at a time: more in flight only
         # queue inside it and time out (then get resent) while it is still busy, so the
         # local endpoint gets few workers, small embedding batches and a long timeout.
@@ -89,12 +97,17 @@ class LLMSession:
         self._db_stack = ExitStack()
         try:
             store.ensure_tables(lake)
+            # Answers a killed session left in its journal go to the lake before any lookup,
+            # so none of them is asked (and paid) for again.
+            journal_folder = session_journal_dir(resource.journal_dir, lake)
+            replay_orphans(journal_folder, lambda cache, ledger: write_rows(lake, cache, ledger, dedup_ledger=True))
+            journal = Journal(journal_folder)
             conn = self._db_stack.enter_context(lake.connect())
         except BaseException:
             self._db_stack.close()
             self._loop.call_soon_threadsafe(self._loop.stop)
             raise
-        self.recorder = Recorder(conn, lake, endpoint, context)
+        self.recorder = Recorder(conn, lake, endpoint, context, journal)
         self.budget = Budget(resource.max_cost_usd, self.recorder.totals, self.log)
         self.transport = Transport(
             endpoint,
@@ -116,6 +129,7 @@ class LLMSession:
             budget=self.budget,
             transport=self.transport,
             batches=batches,
+            price=self.price,
             log=self.log,
         )
         self.chat = ChatCompletions(
@@ -140,7 +154,7 @@ class LLMSession:
         return self._run(self.embeddings.embed(list(texts)))
 
     def estimate_cost(self, n_calls: int, prompt_tokens_each: int, completion_tokens_each: int) -> float | None:
-        each = price_usd(self.model, prompt_tokens_each, completion_tokens_each, batch=self.resource.batch_mode)
+        each = self.price(self.model, prompt_tokens_each, completion_tokens_each, batch=self.resource.batch_mode)
         return None if each is None else each * n_calls
 
     def log_estimate(self, n_calls: int, prompt_tokens_each: int, completion_tokens_each: int) -> float | None:
@@ -187,19 +201,38 @@ class LLMSession:
         return self.budget.stopped
 
     def close(self) -> None:
+        """Stop what is in flight and write every answer received (the recorder's drain);
+        runs however the session ends: normally, on an asset error, or on a Dagster run
+        termination (whose exception is not a KeyboardInterrupt)."""
         if self._closed:
             return
         self._closed = True
         try:
-            if self.transport.started:
-                asyncio.run_coroutine_threadsafe(self.transport.close(), self._loop).result(timeout=30)
-        except Exception:  # closing a broken transport must not hide the real error
-            logger.debug("closing the LLM client failed", exc_info=True)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-        if not self._loop.is_running():
-            self._loop.close()
-        self._db_stack.close()
+            try:
+                asyncio.run_coroutine_threadsafe(self._stop_tasks(), self._loop).result(timeout=30)
+            except Exception:  # closing a broken transport must not hide the real error
+                logger.debug("stopping the LLM session's requests failed", exc_info=True)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+            if not self._loop.is_running():
+                self._loop.close()
+        finally:
+            try:
+                self.recorder.close()
+            finally:
+                self._db_stack.close()
+
+    async def _stop_tasks(self) -> None:
+        """Cancel the requests still in flight (their answers are not received, so not
+        paid for here), let them unwind, then close the HTTP client."""
+        current = asyncio.current_task()
+        tasks = [task for task in asyncio.all_tasks() if task is not current]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=20)
+        if self.transport.started:
+            await self.transport.close()
 
     def raise_if_budget_stopped(self) -> None:
         if not self.budget_stopped:
@@ -223,9 +256,34 @@ class LLMSession:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result()
-        except (KeyboardInterrupt, concurrent.futures.CancelledError):
+        except BaseException:
+            # Ctrl-C, a Dagster run termination (DagsterExecutionInterruptedError), ...:
+            # stop the call; close() then drains what was received.
             future.cancel()
             raise
+
+
+def require_prices(endpoint: Endpoint, max_cost_usd: float | None, overrides: dict[str, ModelPrice]) -> None:
+    """A budget binds only if every call can be priced: on a remote endpoint with
+    `max_cost_usd` set, a model without a price is a configuration error, raised before
+    any call (the bundled local model is free)."""
+    if endpoint.is_local or max_cost_usd is None:
+        return
+    unpriced = [model for model in dict.fromkeys((endpoint.chat_model, endpoint.embedding_model)) if not price_known(model, overrides)]
+    if unpriced:
+        names = " and ".join(repr(model) for model in unpriced)
+        raise LLMConfigError(
+            f"no price is known for {names} (not in genai-prices), so max_cost_usd=${max_cost_usd:,.2f} cannot be "
+            f"enforced. Give its price on the llm resource: price_overrides={{{unpriced[0]!r}: "
+            "{input_usd_per_mtok: ..., output_usd_per_mtok: ...}}, or set max_cost_usd to None to run without a budget."
+        )
+
+
+def session_journal_dir(setting: str | None, lake: Lake) -> Path:
+    """The journal folder of this lake: beside an embedded catalog by default."""
+    location = lake.location
+    default_root = Path(location.catalog).parent / "llm_journal" if location.catalog_type != "postgres" else Path("data/llm_journal")
+    return journal_dir(setting, f"{location.catalog_type}|{location.catalog}|{location.data_path}", default_root)
 
 
 def live_lake(warehouse: Warehouse | Lake) -> Lake:

@@ -1,10 +1,14 @@
-"""The LLM layer's three DuckDB tables, and the key that addresses an answer in them.
+"""The LLM layer's tables, and the key that addresses an answer in them.
 
 - `llm_cache`: every answer, keyed by `cache_key` (a content hash of the request), written
   before it is returned, so a crash, a budget stop or a re-materialization never pays twice.
 - `llm_calls`: the cost ledger, one row per request (cache hits included, at $0).
-- `llm_batches`: OpenAI Batch API jobs keyed by a hash of the request set, so a re-run
-  picks up a batch already submitted instead of submitting (and paying) again.
+- `llm_batches`: OpenAI Batch API jobs, one row each, recorded as an intent before the
+  batch is created (`status = 'intent'`) and tagged with the same key in the provider's
+  metadata, so a batch created by a run killed right after is found again.
+- `llm_batch_requests`: which requests (cache keys) each batch carries, one row per
+  request, so a re-run with a changed set of requests resumes the batches that hold any
+  of them and submits only the rest.
 
 The tables live in the DuckLake beside the pipeline's tables, shared by every process
 and worker. Rows go in through Arrow in small groups, each group one DuckLake transaction
@@ -31,6 +35,10 @@ from resources.warehouse import Lake
 CACHE_TABLE = "llm_cache"
 CALLS_TABLE = "llm_calls"
 BATCHES_TABLE = "llm_batches"
+BATCH_REQUESTS_TABLE = "llm_batch_requests"
+# Our own states of a batch row besides the provider's (validating ... completed/expired):
+INTENT = "intent"  # recorded, maybe not created at the provider yet
+ABANDONED = "abandoned"  # an intent the provider never received: its requests go in a new batch
 
 DDL = [
     f"""CREATE TABLE IF NOT EXISTS {CACHE_TABLE} (
@@ -65,8 +73,8 @@ DDL = [
         created_at TIMESTAMP
     )""",
     f"""CREATE TABLE IF NOT EXISTS {BATCHES_TABLE} (
-        batch_key VARCHAR,         -- sha256 of the sorted cache keys in the batch (one row per key)
-        batch_id VARCHAR,
+        batch_key VARCHAR,         -- sha256 of the batch's custom ids; also in the provider's metadata
+        batch_id VARCHAR,          -- NULL while status = 'intent' 
         input_file_id VARCHAR,
         model VARCHAR,
         endpoint_host VARCHAR,
@@ -74,9 +82,20 @@ DDL = [
         status VARCHAR,
         output_file_id VARCHAR,
         created_at TIMESTAMP,
-        updated_at TIMESTAMP
+        updated_at TIMESTAMP,
+        harvested_at TIMESTAMP     -- its output and error files were read and every answer stored
+    )""",
+    f"""CREATE TABLE IF NOT EXISTS {BATCH_REQUESTS_TABLE} (
+        batch_key VARCHAR,
+        custom_id VARCHAR,         -- the batch line (chat: the cache key; embeddings: a chunk)
+        position INTEGER,          -- the request's place in its line (embeddings: input index)
+        cache_key VARCHAR,
+        request_json VARCHAR,      -- the request as cached, so any answered line can be stored
+        created_at TIMESTAMP
     )""",
 ]
+# Columns added after a table was first created: (table, column, type).
+ADDED_COLUMNS = [(BATCHES_TABLE, "harvested_at", "TIMESTAMP")]
 
 CACHE_SCHEMA = pa.schema(
     [
@@ -138,6 +157,9 @@ def ensure_tables(lake: Lake) -> None:
     def create(conn: duckdb.DuckDBPyConnection) -> None:
         for statement in DDL:
             conn.execute(statement)
+        for table, column, kind in ADDED_COLUMNS:
+            if column not in {row[0] for row in conn.execute(f"DESCRIBE {table}").fetchall()}:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
     lake.transaction(create)
 
@@ -181,37 +203,78 @@ def insert_rows(
         conn.unregister("_incoming_llm_rows")
 
 
+BATCH_COLUMNS = ["batch_key", "batch_id", "input_file_id", "model", "endpoint_host", "n_requests", "status",
+                 "output_file_id", "created_at", "updated_at", "harvested_at"]  # fmt: skip
+
+
 def get_batch(conn: duckdb.DuckDBPyConnection, batch_key: str) -> dict | None:
-    found = conn.execute(
-        f"SELECT batch_id, input_file_id, status, output_file_id FROM {BATCHES_TABLE} WHERE batch_key = ?",
+    found = conn.execute(f"SELECT {', '.join(BATCH_COLUMNS)} FROM {BATCHES_TABLE} WHERE batch_key = ?", [batch_key]).fetchone()
+    return dict(zip(BATCH_COLUMNS, found)) if found else None
+
+
+def open_batches_for(conn: duckdb.DuckDBPyConnection, keys: Sequence[str]) -> dict[str, dict]:
+    """`{cache_key: batch row}` for the keys carried by a batch not yet harvested or
+    abandoned (one query)."""
+    if not keys:
+        return {}
+    conn.register("_wanted_keys", pa.table({"cache_key": pa.array(list(set(keys)), pa.string())}))
+    try:
+        rows = conn.execute(
+            f"SELECT r.cache_key, {', '.join('b.' + c for c in BATCH_COLUMNS)} FROM {BATCH_REQUESTS_TABLE} r "
+            f"JOIN _wanted_keys w USING (cache_key) JOIN {BATCHES_TABLE} b USING (batch_key) "
+            f"WHERE b.harvested_at IS NULL AND b.status <> '{ABANDONED}' ORDER BY b.created_at"
+        ).fetchall()
+    finally:
+        conn.unregister("_wanted_keys")
+    return {row[0]: dict(zip(BATCH_COLUMNS, row[1:])) for row in rows}
+
+
+def batch_members(conn: duckdb.DuckDBPyConnection, batch_key: str) -> dict[str, list[tuple[str, str]]]:
+    """`{custom_id: [(cache_key, request_json), ...]}` of one batch, each line in order."""
+    rows = conn.execute(
+        f"SELECT custom_id, cache_key, request_json FROM {BATCH_REQUESTS_TABLE} WHERE batch_key = ? "
+        "ORDER BY custom_id, position",
         [batch_key],
-    ).fetchone()
-    if not found:
-        return None
-    return dict(zip(["batch_id", "input_file_id", "status", "output_file_id"], found))
+    ).fetchall()
+    members: dict[str, list[tuple[str, str]]] = {}
+    for custom_id, key, request_json in rows:
+        members.setdefault(custom_id, []).append((key, request_json))
+    return members
 
 
-def put_batch(
-    lake: Lake,
-    batch_key: str,
-    batch_id: str,
-    input_file_id: str,
-    model: str,
-    endpoint_host: str,
-    n_requests: int,
-    status: str,
-    output_file_id: str | None = None,
+def record_batch_intent(
+    lake: Lake, batch_key: str, model: str, endpoint_host: str, lines: Sequence[tuple[str, Sequence[tuple[str, str]]]]
 ) -> None:
-    """Insert or update the batch's row, in one transaction (DuckLake has no upsert)."""
+    """Before a batch is created: its row (status 'intent') and one row per request it will
+    carry, in one transaction. `lines` is [(custom_id, [(cache_key, request_json), ...])]."""
     stamp = now()
+    members = [
+        {"batch_key": batch_key, "custom_id": custom_id, "position": position, "cache_key": key,
+         "request_json": request_json, "created_at": stamp}
+        for custom_id, line in lines for position, (key, request_json) in enumerate(line)
+    ]  # fmt: skip
+    schema = pa.schema([("batch_key", pa.string()), ("custom_id", pa.string()), ("position", pa.int32()),
+                        ("cache_key", pa.string()), ("request_json", pa.string()), ("created_at", pa.timestamp("us"))])  # fmt: skip
 
-    def upsert(conn: duckdb.DuckDBPyConnection) -> None:
-        created = conn.execute(f"SELECT min(created_at) FROM {BATCHES_TABLE} WHERE batch_key = ?", [batch_key]).fetchone()[0]
+    def write(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute(f"DELETE FROM {BATCHES_TABLE} WHERE batch_key = ?", [batch_key])
+        conn.execute(f"DELETE FROM {BATCH_REQUESTS_TABLE} WHERE batch_key = ?", [batch_key])
         conn.execute(
-            f"INSERT INTO {BATCHES_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [batch_key, batch_id, input_file_id, model, endpoint_host, n_requests, status, output_file_id,
-             created or stamp, stamp],
-        )  # fmt: skip
+            f"INSERT INTO {BATCHES_TABLE} (batch_key, model, endpoint_host, n_requests, status, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [batch_key, model, endpoint_host, len(lines), INTENT, stamp, stamp],
+        )
+        insert_rows(conn, BATCH_REQUESTS_TABLE, schema, members)
 
-    lake.transaction(upsert)
+    lake.transaction(write)
+
+
+def update_batch(lake: Lake, batch_key: str, **changes: Any) -> None:
+    """Set columns of a batch's row (batch_id, status, output_file_id, harvested_at, ...)."""
+    changes["updated_at"] = now()
+    assignments = ", ".join(f"{column} = ?" for column in changes)
+
+    def write(conn: duckdb.DuckDBPyConnection) -> None:
+        conn.execute(f"UPDATE {BATCHES_TABLE} SET {assignments} WHERE batch_key = ?", [*changes.values(), batch_key])
+
+    lake.transaction(write)

@@ -67,9 +67,30 @@ def database(location: LakeLocation, read_only: bool, snapshot: int | None = Non
             load_extensions(db, location.extensions)
             if location.is_remote_data and (secret := object_storage_secret_sql()):
                 db.execute(secret)
-            db.execute(location.attach_sql(LAKE, read_only, snapshot))
+            _attach(db, location.attach_sql(LAKE, read_only, snapshot))
             _databases[key] = db
         return db
+
+
+# Two processes attaching a lake that does not exist yet both try to create its catalog
+# tables; the loser fails ("already exists" / a duplicate key) and, retried, finds them made.
+_ATTACH_RACE = ("already exists", "duplicate key", "database is locked", "failed to initialize ducklake")
+ATTACH_ATTEMPTS = 8
+
+
+def _attach(db: duckdb.DuckDBPyConnection, attach_sql: str) -> None:
+    for attempt in range(ATTACH_ATTEMPTS):
+        try:
+            db.execute(attach_sql)
+            return
+        except duckdb.Error as exc:
+            if attempt == ATTACH_ATTEMPTS - 1 or not any(marker in str(exc).lower() for marker in _ATTACH_RACE):
+                raise
+            try:
+                db.execute(f"DETACH DATABASE IF EXISTS {LAKE}")
+            except duckdb.Error:
+                pass
+            time.sleep(0.05 * (2**attempt) * (0.5 + random.random()))
 
 
 def _warn_about_legacy_file(location: LakeLocation) -> None:

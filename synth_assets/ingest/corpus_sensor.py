@@ -23,7 +23,8 @@ CORPUS_SENSOR_INTERVAL_S = 60
 
 def watched_corpus_paths() -> list[str]:
     """The corpus sources the sensor watches: the ones `raw_stack_plus` reads when its
-    launchpad config names none (env SYNTH_ASSETS_CORPUS_PATHS, else the standard library)."""
+    launchpad config names none (env SYNTH_ASSETS_CORPUS_PATHS, else the project settings
+    file's [raw_stack_plus] sources, else the standard library)."""
     return [source.path for source in default_sources()]
 
 
@@ -95,8 +96,9 @@ def _read_cursor(cursor: str | None) -> dict:
 def corpus_change_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """Re-ingests `raw_stack_plus` when the corpus changes on disk.
 
-    Watches the paths in env SYNTH_ASSETS_CORPUS_PATHS (os.pathsep-separated; default: this
-    Python's standard library, the ingest default) with a listing fingerprint (paths, sizes and
+    Watches the lasting corpus sources (env SYNTH_ASSETS_CORPUS_PATHS, else [raw_stack_plus]
+    sources in synth_assets.toml, else this Python's standard library: what the ingest reads
+    when the launchpad names no sources) with a listing fingerprint (paths, sizes and
     mtimes of the files the ingest reads, hashed; no file is opened) kept in the cursor.
 
     First tick: records the fingerprint and launches nothing, unless `raw_stack_plus` was never

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 import dagster as dg
 import numpy as np
 import polars as pl
+import pydantic
 from pydantic import Field
 
 from resources.warehouse import Warehouse
+from synth_assets.settings import SettingsError, asset_settings, settings_path
 from synth_assets.ingest.dedup import (
     MinHasher,
     NearDedupParams,
@@ -91,21 +93,36 @@ def source_for_path(path: str) -> SourceSpec:
     return SourceSpec(kind="the_stack", path=path, name=name)
 
 
-def default_sources() -> list[SourceSpec]:
-    """With nothing configured: the paths in SYNTH_ASSETS_CORPUS_PATHS (os.pathsep-separated;
-    the corpus sensor watches the same ones), else the running interpreter's standard
-    library (~600 files, ~11 MB)."""
+def lasting_sources() -> tuple[list[SourceSpec], str]:
+    """The corpus every run without launchpad sources reads (the corpus sensor watches the
+    same), and where that choice comes from: the paths in env SYNTH_ASSETS_CORPUS_PATHS
+    (os.pathsep-separated), else `sources` under [raw_stack_plus] in the project settings
+    file (synth_assets/settings.py), else the running interpreter's standard library
+    (~600 files, ~11 MB)."""
     configured = [p.strip() for p in os.environ.get(CORPUS_PATHS_ENV, "").split(os.pathsep) if p.strip()]
     if configured:
-        return [source_for_path(path) for path in configured]
-    return [SourceSpec(kind="python_tree", path=stdlib_path(), name="stdlib", repo="python/cpython", license="PSF-2.0")]
+        return [source_for_path(path) for path in configured], f"env {CORPUS_PATHS_ENV}"
+    entries = asset_settings("raw_stack_plus").get("sources")
+    if entries:
+        try:
+            return [SourceSpec(**entry) for entry in entries], f"settings file {settings_path()}"
+        except (TypeError, pydantic.ValidationError) as exc:
+            raise SettingsError(f"[raw_stack_plus] sources in {settings_path()}: {exc}") from exc
+    stdlib = SourceSpec(kind="python_tree", path=stdlib_path(), name="stdlib", repo="python/cpython", license="PSF-2.0")
+    return [stdlib], "default (the standard library)"
+
+
+def default_sources() -> list[SourceSpec]:
+    """The lasting corpus (`lasting_sources()` without where it came from)."""
+    return lasting_sources()[0]
 
 
 class RawStackPlusConfig(dg.Config):
     sources: list[SourceSpec] = Field(
         default=[],
-        description="Sources to read, in order. Empty: the running interpreter's standard library "
-        "(without test/tests, site-packages, idlelib, lib2to3).",
+        description="One-off override of the sources to read, in order, for this run only. Empty: the lasting "
+        "corpus, which sensor and automation runs read too: env SYNTH_ASSETS_CORPUS_PATHS, else [raw_stack_plus] "
+        "sources in synth_assets.toml, else the running interpreter's standard library.",
     )
     exclude_dirs: list[str] = Field(
         default=list(DEFAULT_EXCLUDE_DIRS), description="Directory names skipped in python_tree sources."
@@ -133,7 +150,13 @@ class RawStackPlusConfig(dg.Config):
         )
 
     def resolved_sources(self) -> list[SourceSpec]:
-        return list(self.sources) or default_sources()
+        return self.sources_and_origin()[0]
+
+    def sources_and_origin(self) -> tuple[list[SourceSpec], str]:
+        """The sources this run reads and where they come from (launchpad or lasting)."""
+        if self.sources:
+            return list(self.sources), "launchpad (this run only)"
+        return lasting_sources()
 
 
 # --- plain functions -----------------------------------------------------------------
@@ -376,6 +399,7 @@ def summary_metadata(summary: IngestSummary, config: RawStackPlusConfig) -> dict
             }
         ),
         "sources": dg.MetadataValue.json([s.model_dump() for s in config.resolved_sources()]),
+        "sources_from": config.sources_and_origin()[1],
         "seconds": dg.MetadataValue.json({k: round(v, 2) for k, v in summary.seconds.items()}),
     }
     for reason, n in sorted(summary.rejects_by_reason.items()):
@@ -397,10 +421,14 @@ def summary_metadata(summary: IngestSummary, config: RawStackPlusConfig) -> dict
 def raw_stack_plus(context: dg.AssetExecutionContext, config: RawStackPlusConfig, warehouse: Warehouse):
     """The deduplicated code corpus (one row per distinct document).
 
-    Reads the configured sources (with none configured: this interpreter's Python
-    standard library, ~600 files, without tests, site-packages, idlelib and
-    lib2to3): directory trees of `.py` files, The Stack Parquet/JSONL shards, and
-    StackOverflow Python questions joined with their accepted answers.
+    Reads the corpus sources: directory trees of `.py` files, The Stack
+    Parquet/JSONL shards, and StackOverflow Python questions joined with their
+    accepted answers. Which sources is a lasting setting, so sensor and automation
+    runs read the same ones: `sources` under [raw_stack_plus] in synth_assets.toml
+    (or env SYNTH_ASSETS_CORPUS_PATHS); with neither, this interpreter's Python
+    standard library (~600 files, without tests, site-packages, idlelib and
+    lib2to3). `sources` in the launchpad overrides them for one run only; the
+    `sources_from` metadata says which applied.
 
     Content is normalised (LF line ends, no trailing spaces, one final newline) and
     `doc_id` is the sha256 of it. Exact copies are collapsed (the smallest
@@ -416,7 +444,10 @@ def raw_stack_plus(context: dg.AssetExecutionContext, config: RawStackPlusConfig
         try:
             summary = ingest(lake, config, context.log.info)
         except SourceNotFound as exc:
-            raise dg.Failure(description=f"raw_stack_plus: {exc}. Fix the `sources` run config.") from exc
+            _, origin = config.sources_and_origin()
+            raise dg.Failure(description=f"raw_stack_plus: {exc}. Fix the sources ({origin}).") from exc
+        except SettingsError as exc:
+            raise dg.Failure(description=f"raw_stack_plus: {exc}") from exc
         except ValueError as exc:
             if "unknown source kind" not in str(exc):
                 raise

@@ -1,7 +1,11 @@
 """Readers for the ingest sources. Each yields `RawDocument`s and `Reject`s in a
-stable order and never raises for bad input: an unreadable file, a malformed row,
-binary or undecodable bytes become a `Reject` with a reason, so nothing is lost
-silently. A source path that does not exist raises `SourceNotFound`.
+stable order and never raises for bad input: an unreadable or corrupt file (a bad
+gzip stream, a Parquet file Arrow cannot decode, whatever the exception class), a
+malformed row (a field of the wrong type, e.g. a numeric title or a dict-valued
+license), binary or undecodable bytes become a `Reject` with a reason, so nothing is
+lost silently. A file that breaks part-way keeps the rows read before the break and
+its reject says how many that was. A source path that does not exist raises
+`SourceNotFound`.
 
 Kinds:
 
@@ -27,6 +31,7 @@ import sysconfig
 import tempfile
 import tokenize
 import xml.etree.ElementTree as ET
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -47,6 +52,7 @@ DEFAULT_MAX_BYTES = 1_000_000
 BINARY_SNIFF_BYTES = 8000
 TABLE_SUFFIXES = (".parquet", ".jsonl", ".json", ".jsonl.gz", ".json.gz", ".ndjson")
 READ_BATCH_ROWS = 256  # Parquet rows per read batch; a row may hold up to max_file_bytes
+MAX_POST_ID = 2**63  # post ids are kept in SQLite INTEGER columns while questions wait for answers
 
 
 class SourceNotFound(FileNotFoundError):
@@ -193,12 +199,22 @@ def _iter_parquet_rows(path: Path, source: str):
     row = 0
     try:
         reader = pq.ParquetFile(path)
-        for batch in reader.iter_batches(batch_size=READ_BATCH_ROWS):
-            for record in batch.to_pylist():
-                yield f"{path}#row={row}", record
-                row += 1
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowIOError / ArrowInvalid
-        yield Reject(source, f"{path}#row={row}", "malformed_file", f"{type(exc).__name__}: {exc}"[:300])
+        # Row group by row group: damage in one group then costs only that group and what
+        # follows, and the rows before it are kept (a batch spanning groups would lose them).
+        for group in range(reader.num_row_groups):
+            for batch in reader.iter_batches(batch_size=READ_BATCH_ROWS, row_groups=[group]):
+                for record in batch.to_pylist():
+                    yield f"{path}#row={row}", record
+                    row += 1
+    # Corrupt files surface as OSError, ArrowInvalid (a ValueError), ArrowNotImplementedError,
+    # ArrowTypeError, ... depending on where the damage is: every one ends the file with a reject.
+    except Exception as exc:  # noqa: BLE001 -- bad data must never crash the ingest
+        yield Reject(source, f"{path}#row={row}", "malformed_file", _broken_detail(exc, row, "rows"))
+
+
+def _broken_detail(exc: BaseException, read: int, unit: str) -> str:
+    """Why a file stopped being read, and how much of it was read before."""
+    return f"{type(exc).__name__}: {str(exc)[:240]} ({read} {unit} read before the break; the rest is skipped)"
 
 
 def _iter_jsonl_rows(path: Path, source: str):
@@ -215,15 +231,34 @@ def _iter_jsonl_rows(path: Path, source: str):
                 except UnicodeDecodeError as exc:
                     yield Reject(source, origin, "undecodable", f"{exc}"[:300])
                     continue
-                except json.JSONDecodeError as exc:
+                except (json.JSONDecodeError, RecursionError) as exc:
                     yield Reject(source, origin, "malformed_row", f"invalid JSON: {exc}"[:300])
                     continue
                 if not isinstance(record, dict):
                     yield Reject(source, origin, "malformed_row", f"expected a JSON object, got {type(record).__name__}")
                     continue
                 yield origin, record
-    except (OSError, EOFError) as exc:
-        yield Reject(source, f"{path}#line={line_number}", "unreadable", f"{type(exc).__name__}: {exc}"[:300])
+    except (OSError, EOFError, zlib.error) as exc:  # unreadable, not gzip, truncated or corrupt stream
+        reason = "malformed_file" if isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile)) else "unreadable"
+        yield Reject(source, f"{path}#line={line_number}", reason, _broken_detail(exc, line_number, "lines"))
+
+
+def text_field(record: dict[str, Any], name: str) -> str | None:
+    """A text field of a row: None when absent, bytes decoded as UTF-8; raises
+    `FieldTypeError` for anything else (a number, a list, a dict ...)."""
+    value = record.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FieldTypeError(f"`{name}` is bytes that are not UTF-8 ({exc.reason})") from exc
+    raise FieldTypeError(f"`{name}` is {type(value).__name__}, not text")
+
+
+class FieldTypeError(ValueError):
+    """A row field holds a value of the wrong type (the row becomes a `malformed_row` reject)."""
 
 
 # --- the_stack -----------------------------------------------------------------------
@@ -234,6 +269,29 @@ def _first(record: dict[str, Any], *names: str) -> Any:
         value = record.get(name)
         if value not in (None, "", []):
             return value
+    return None
+
+
+def _first_text(record: dict[str, Any], *names: str) -> str | None:
+    """The first non-empty of these fields, as text (raises FieldTypeError for a non-text one)."""
+    for name in names:
+        value = text_field(record, name)
+        if value:
+            return value
+    return None
+
+
+def _licenses(record: dict[str, Any]) -> str | None:
+    """The Stack lists licenses (`["MIT", "Apache-2.0"]`); other dumps give one string."""
+    for name in ("max_stars_repo_licenses", "licenses", "license"):
+        value = record.get(name)
+        if value in (None, "", []):
+            continue
+        if isinstance(value, (list, tuple)):
+            if not all(isinstance(item, str) for item in value):
+                raise FieldTypeError(f"`{name}` is a list holding something other than text")
+            return ", ".join(value)
+        return text_field(record, name)
     return None
 
 
@@ -252,12 +310,13 @@ def stack_document(origin: str, record: dict[str, Any], source: str, max_bytes: 
     problem = text_reject_reason(content, max_bytes)
     if problem:
         return Reject(source, origin, *problem)
-    repo = _first(record, "max_stars_repo_name", "repository_name", "repo_name", "repo")
-    file_path = _first(record, "max_stars_repo_path", "path")
-    head = _first(record, "max_stars_repo_head_hexsha")
-    licenses = _first(record, "max_stars_repo_licenses", "licenses", "license")
-    if isinstance(licenses, (list, tuple)):
-        licenses = ", ".join(str(item) for item in licenses)
+    try:
+        repo = _first_text(record, "max_stars_repo_name", "repository_name", "repo_name", "repo")
+        file_path = _first_text(record, "max_stars_repo_path", "path")
+        head = _first_text(record, "max_stars_repo_head_hexsha")
+        licenses = _licenses(record)
+    except FieldTypeError as exc:
+        return Reject(source, origin, "malformed_row", str(exc))
     if repo and file_path and head:
         origin = f"https://github.com/{repo}/blob/{head}/{file_path}"
     elif repo and file_path:
@@ -324,11 +383,18 @@ def html_to_text(html: str) -> str:
     return text.strip()
 
 
-def parse_tags(tags: str | None) -> list[str]:
-    """Both dump formats: `<python><list>` (before 2024) and `|python|list|`."""
-    if not tags:
+def parse_tags(tags: Any) -> list[str]:
+    """Every dump format: `<python><list>` (XML before 2024), `|python|list|`, and a list
+    of strings (Parquet dumps). Raises FieldTypeError for anything else."""
+    if tags is None or tags == "":
         return []
-    return [t for t in re.split(r"[<>|]+", tags) if t]
+    if isinstance(tags, bytes):
+        tags = text_field({"Tags": tags}, "Tags")
+    if isinstance(tags, str):
+        return [t for t in re.split(r"[<>|]+", tags) if t]
+    if isinstance(tags, (list, tuple)) and all(isinstance(t, str) for t in tags):
+        return [t.strip("<>|") for t in tags if t.strip("<>|")]
+    raise FieldTypeError(f"`Tags` is {type(tags).__name__}, not text or a list of text")
 
 
 def is_python_question(tags: list[str]) -> bool:
@@ -356,9 +422,11 @@ def iter_posts_xml(path: Path, source: str) -> Iterator[tuple[str, dict[str, Any
             row_index += 1
             root.clear()
     except ET.ParseError as exc:
-        yield Reject(source, f"{path}#row={row_index}", "malformed_xml", f"{exc} (reading stopped here)")
+        yield Reject(source, f"{path}#row={row_index}", "malformed_xml", f"{exc} (reading stopped here; {row_index} rows read before)")
     except OSError as exc:
         yield Reject(source, str(path), "unreadable", f"{type(exc).__name__}: {exc}"[:300])
+    except Exception as exc:  # noqa: BLE001 -- e.g. an empty file (StopIteration is caught as RuntimeError)
+        yield Reject(source, f"{path}#row={row_index}", "malformed_xml", _broken_detail(exc, row_index, "rows"))
 
 
 class _PendingQuestions:
@@ -414,11 +482,18 @@ def join_python_qa(
             try:
                 post_id = int(post["Id"])
                 post_type = int(post["PostTypeId"])
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):
                 yield Reject(source, origin, "malformed_row", "missing or non-integer Id / PostTypeId")
                 continue
+            if not 0 <= post_id < MAX_POST_ID:
+                yield Reject(source, origin, "malformed_row", f"Id {post_id} is out of range")
+                continue
             if post_type == 1:
-                tags = parse_tags(post.get("Tags"))
+                try:
+                    tags = parse_tags(post.get("Tags"))
+                except FieldTypeError as exc:
+                    yield Reject(source, origin, "malformed_row", str(exc))
+                    continue
                 if not is_python_question(tags):
                     skipped["question_not_python"] += 1
                     continue
@@ -428,13 +503,20 @@ def join_python_qa(
                     continue
                 try:
                     accepted_id = int(accepted)
-                except (TypeError, ValueError):
-                    yield Reject(source, origin, "malformed_row", f"non-integer AcceptedAnswerId {accepted!r}")
+                except (TypeError, ValueError, OverflowError):
+                    accepted_id = -1
+                if not 0 <= accepted_id < MAX_POST_ID:
+                    yield Reject(source, origin, "malformed_row", f"AcceptedAnswerId {str(accepted)[:40]!r} is not a post id")
                     continue
-                if not post.get("Body") or not post.get("Title"):
+                try:
+                    title, body = text_field(post, "Title"), text_field(post, "Body")
+                except FieldTypeError as exc:
+                    yield Reject(source, origin, "malformed_row", f"python question: {exc}")
+                    continue
+                if not body or not title:
                     yield Reject(source, origin, "malformed_row", "python question without Title or Body")
                     continue
-                pending.add(accepted_id, post_id, origin, post["Title"], tags, post["Body"])
+                pending.add(accepted_id, post_id, origin, title, tags, body)
             elif post_type == 2:
                 question = pending.pop(post_id)
                 if question is None:
@@ -442,10 +524,15 @@ def join_python_qa(
                     continue
                 question_id, question_origin, title, tags, body = question
                 qa_origin = f"https://stackoverflow.com/questions/{question_id}"
-                if not post.get("Body"):
+                try:
+                    answer = text_field(post, "Body")
+                except FieldTypeError as exc:
+                    yield Reject(source, qa_origin, "malformed_row", f"accepted answer {post_id}: {exc}")
+                    continue
+                if not answer:
                     yield Reject(source, qa_origin, "malformed_row", f"accepted answer {post_id} has no Body")
                     continue
-                content = qa_document_text(title, tags, body, post["Body"])
+                content = qa_document_text(title, tags, body, answer)
                 problem = text_reject_reason(content, max_bytes)
                 if problem:
                     yield Reject(source, qa_origin, *problem)
