@@ -1,5 +1,5 @@
-"""Checks of the synthesis group: `textbook_prompts`, `synthetic_textbook` and
-`code_exercises`, plus the Python-side rules they need (corpus distinct-n, "every
+"""Checks of the synthesis group: `personas`, `textbook_prompts`, `synthetic_textbook`,
+`code_exercises` and `case2code`, plus the Python-side rules they need (corpus distinct-n, "every
 function parses").
 
 Table names are read from the synthesis modules when the checks are built; the floors
@@ -24,7 +24,7 @@ from quality_checks.rules import (
     new_suite,
     unique_non_null_rules,
 )
-from synth_assets.synthesis import code_exercises, synthetic_textbook, textbook_prompts
+from synth_assets.synthesis import case2code, code_exercises, personas, synthetic_textbook, textbook_prompts
 
 WORD = re.compile(r"\w+")
 
@@ -261,6 +261,54 @@ def code_exercises_checks(b: QualityBounds, table: str | None = None, asset: str
     ]
 
 
+def personas_checks(b: QualityBounds) -> list[CheckSpec]:
+    table = personas.PERSONAS_TABLE
+    return [
+        CheckSpec(
+            asset=asset_name(personas.personas),
+            table=table,
+            name=f"{table}_integrity",
+            blocking=True,
+            description="persona_id unique and non-null; every persona non-empty and the last link of its own "
+            "chain, which is hop + 1 personas long.",
+            id_column="persona_id",
+            rules=(
+                *unique_non_null_rules("persona_id"),
+                SqlRowRule(
+                    "chain_ends_with_the_persona",
+                    "SELECT persona_id, hop FROM {table} WHERE persona IS NULL OR length(trim(persona)) = 0 "
+                    "OR list_extract(chain, -1) IS DISTINCT FROM persona OR len(chain) <> hop + 1",
+                ),
+            ),
+        ),
+    ]
+
+
+def case2code_checks(b: QualityBounds) -> list[CheckSpec]:
+    table = case2code.CASES_TABLE
+    return [
+        CheckSpec(
+            asset=asset_name(case2code.case2code),
+            table=table,
+            name=f"{table}_integrity",
+            blocking=True,
+            description="case_id unique and non-null; as many outputs as inputs (n_pairs >= 2), outputs that "
+            "vary, 1 <= shown_pairs <= n_pairs, and a prompt and program on every row.",
+            id_column="case_id",
+            rules=(
+                *unique_non_null_rules("case_id"),
+                SqlRowRule(
+                    "pairs_consistent",
+                    "SELECT case_id, n_pairs FROM {table} WHERE len(inputs) <> n_pairs OR len(outputs) <> n_pairs "
+                    "OR n_pairs < 2 OR len(list_distinct(outputs)) < 2 OR shown_pairs < 1 OR shown_pairs > n_pairs "
+                    "OR prompt IS NULL OR program IS NULL",
+                ),
+            ),
+        ),
+    ]
+
+
 def check_specs(b: QualityBounds) -> list[CheckSpec]:
     """The synthesis group's checks, in DAG order."""
-    return [*textbook_prompts_checks(b), *synthetic_textbook_checks(b), *code_exercises_checks(b)]
+    return [*personas_checks(b), *textbook_prompts_checks(b), *synthetic_textbook_checks(b), *code_exercises_checks(b),
+            *case2code_checks(b)]

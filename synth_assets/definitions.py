@@ -2,15 +2,16 @@
 
 Nothing else happens here. The DAG, in the order the groups are listed:
 
-    raw_stack_plus ─> annotated_sample ─> quality_classifier ─> filtered_textbook ─┐
-    textbook_prompts ─> synthetic_textbook ───────────────────────────────────────┼─> training_data_release
-    code_exercises ─> contamination_report ─> decontaminated_exercises ───────────┘
+    raw_stack_plus ─> annotated_sample ─> quality_classifier ─> filtered_textbook ───────┐
+    raw_stack_plus ─> personas ─> textbook_prompts ─> synthetic_textbook ────────────────┤
+    raw_stack_plus ─> code_exercises ─> contamination_report ─> decontaminated_exercises ┼─> training_data_release
+    raw_stack_plus ─> case2code ─────────────────────────────────────────────────────────┘
     (every LLM-using asset) ─> cost_report
     (every table the lineage joins read) ─> lineage_views
 
-    textbook_prompts and code_exercises read raw_stack_plus / filtered_textbook when
-    those tables exist (personas, OSS-Instruct snippets) but do not depend on them, so
-    a corpus refresh never sets off paid regeneration by itself.
+    personas, code_exercises and case2code depend on raw_stack_plus (so a plan depends
+    only on its configuration and its declared inputs) but are automated on code
+    changes only, so a corpus refresh never sets off paid regeneration by itself.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from synth_assets.reports.lake_maintenance import lake_maintenance_job, nightly_
 from synth_assets.reports.lineage_views import lineage_views
 from synth_assets.reports.schedules import cost_report_job, daily_cost_report_schedule
 from synth_assets.reports.training_data_release import training_data_release
+from synth_assets.synthesis.case2code import case2code
 from synth_assets.synthesis.code_exercises import code_exercises
+from synth_assets.synthesis.personas import personas
 from synth_assets.synthesis.synthetic_textbook import synthetic_textbook
 from synth_assets.synthesis.textbook_prompts import textbook_prompts
 
@@ -52,9 +55,11 @@ defs = dg.Definitions(
         quality_classifier,
         filtered_textbook,
         # synthesis
+        personas,
         textbook_prompts,
         synthetic_textbook,
         code_exercises,
+        case2code,
         # decontamination
         contamination_report,
         decontaminated_exercises,

@@ -11,12 +11,11 @@ import dagster as dg
 import polars as pl
 
 from resources.llm import LLMResource, StructuredResult
-from synth_assets.synthesis.code_exercises import (
-    CodeExercisesConfig,
+from synth_assets.synthesis.code_exercises import CodeExercisesConfig, code_exercises
+from synth_assets.synthesis.exercise_drafts import (
     ExerciseDraft,
     assemble_function,
     clean_tests,
-    code_exercises,
     parse_answer,
     validate_function,
 )
@@ -115,10 +114,18 @@ EXPECTED_REJECT = {"wrong_name": "wrong_name", "syntax_error": "syntax_error", "
                    "no_docstring": "no_docstring"}
 
 
+def wants_problem_description(body: dict) -> bool:
+    """OSS-Instruct plans answer Magicoder's [Problem Description] first."""
+    return "problem_description" in json.dumps(body.get("response_format") or {})
+
+
 def exercise_responder(body: dict) -> str:
     prompt = body["messages"][-1]["content"]
     name = re.search(r"Python function named (\w+)\.", prompt).group(1)
-    return answer_for(name)
+    answer = answer_for(name)
+    if wants_problem_description(body) and answer.startswith("{"):
+        answer = json.dumps({"problem_description": f"Double a number ({name}).", **json.loads(answer)})
+    return answer
 
 
 def llm_for(server: OpenAIDouble) -> LLMResource:
@@ -130,7 +137,7 @@ def test_code_exercises_materializes_rows_rejects_and_sandbox_verdicts(warehouse
     corpus = pl.DataFrame({"doc_id": ["c1"], "content": ["def area(w, h):\n    return w * h\n" * 3]})
     warehouse.write_table("raw_stack_plus", corpus)
     n = 21
-    config = CodeExercisesConfig(n_exercises=n, sandbox_timeout_s=1.0, oss_instruct_fraction=0.5)
+    config = CodeExercisesConfig(n_exercises=n, sandbox_timeout_s=1.0, oss_instruct_fraction=0.5, max_samples=1)
     with OpenAIDouble(chat=exercise_responder) as server:
         result = dg.materialize(
             [code_exercises],
@@ -166,7 +173,9 @@ def test_code_exercises_materializes_rows_rejects_and_sandbox_verdicts(warehouse
     # OSS-Instruct plans carried the corpus snippet into the prompt.
     oss = [r for r in rows + rejects if r["mode"] == "oss_instruct"]
     assert oss and all(r["inspiration_doc_id"] == "c1" and r["inspiration"] in corpus["content"][0] for r in oss)
-    assert len({p for p in prompts if "Take inspiration from this code snippet" in p}) == len(oss)
+    assert len({p for p in prompts if "Code snippet for inspiration:" in p and "[Problem Description]" in p}) == len(oss)
+    assert all(r["problem_description"].startswith("Double a number") for r in rows if r["mode"] == "oss_instruct")
+    assert all(r["tests_from"] == "model" for r in rows)  # a remote endpoint: the model writes the tests
 
     metadata = result.asset_materializations_for_node("code_exercises")[0].metadata
     passed = sum(r["passed"] for r in rows)
@@ -185,7 +194,7 @@ def test_code_exercises_runs_without_a_corpus_and_records_llm_failures(warehouse
         result = dg.materialize(
             [code_exercises],
             resources={"warehouse": warehouse, "llm": llm_for(server)},
-            run_config=dg.RunConfig({"code_exercises": CodeExercisesConfig(n_exercises=4, sandbox_timeout_s=1.0)}),
+            run_config=dg.RunConfig({"code_exercises": CodeExercisesConfig(n_exercises=4, sandbox_timeout_s=1.0, max_samples=1)}),
         )
     assert result.success
     rows = warehouse.query("SELECT mode FROM code_exercises").to_dicts()
@@ -193,3 +202,38 @@ def test_code_exercises_runs_without_a_corpus_and_records_llm_failures(warehouse
     assert len(rows) + len(rejects) == 4
     assert {r["mode"] for r in rows} <= {"topic"}
     assert sum(r["reason"].startswith("llm_error") for r in rejects) == 1
+
+
+def test_a_rejected_answer_is_asked_again_as_a_new_sample_until_one_runs(warehouse):
+    """Sample 0 of every plan is a syntax error, sample 1 runs: every plan ends with one
+    row from its second answer, and the first answer is a reject with its reason."""
+
+    def responder(body: dict) -> str:
+        first_sample = body["seed"] == LLMResource().seed  # the resource's base seed + sample_index 0
+        answer = {"parameters": ["items"], "docstring": "Largest first.", "body": "return (items +" if first_sample
+                  else "return sorted(items, reverse=True)", "inputs": ["[3, 1, 2]", "[]"]}
+        if wants_problem_description(body):
+            answer = {"problem_description": "Sort descending.", **answer}
+        return json.dumps(answer)
+
+    config = CodeExercisesConfig(n_exercises=5, sandbox_timeout_s=1.0, tests_from="interpreter", max_samples=3)
+    with OpenAIDouble(chat=responder) as server:
+        result = dg.materialize([code_exercises], resources={"warehouse": warehouse, "llm": llm_for(server)},
+                                run_config=dg.RunConfig({"code_exercises": config}))
+        assert len(server.chat_requests) == 10  # two answers per plan, no third
+    assert result.success
+    rows = warehouse.query("SELECT * FROM code_exercises").to_dicts()
+    rejects = warehouse.query("SELECT * FROM code_exercise_rejects").to_dicts()
+    assert len(rows) == 5 and all(r["passed"] and r["sample_index"] == 1 for r in rows)
+    assert len(rejects) == 5 and all(r["sample_index"] == 0 and r["reason"].startswith("syntax_error") for r in rejects)
+    metadata = result.asset_materializations_for_node("code_exercises")[0].metadata
+    assert metadata["plans_without_exercise"].value == 0 and metadata["passed_of_planned"].value == 1.0
+
+
+def test_json_with_raw_newlines_in_strings_is_still_read():
+    plan = plan_exercises(load_catalog(), 1, seed=0)[0]
+    raw = '{"parameters": ["n"], "docstring": "Double.", "body": "x = n * 2\nreturn x", "inputs": ["1"]}'.replace("\\n", "\n")
+    result = StructuredResult(text=raw, cache_key="k", status="error", error="Invalid control character", raw_text=raw)
+    candidate = parse_answer(plan, result)
+    assert not isinstance(candidate, str)
+    assert candidate.inputs == ["1"] and "    x = n * 2\n    return x\n" in candidate.parsed.source

@@ -158,3 +158,93 @@ def test_distinct_n_and_near_duplicates():
     assert [(d.index, d.near_duplicate_of) for d in duplicates] == [(1, 0)]
     assert 0.8 <= duplicates[0].jaccard < 1.0
     assert near_duplicate_rate(texts) == round(1 / 3, 4)
+
+
+def test_a_50000_exercise_plan_gets_50000_distinct_names_and_longer_names_only_when_needed():
+    catalog = load_catalog()
+    plans = plan_exercises(catalog, 50_000, seed=0)
+    names = [p.function_name for p in plans]
+    assert len(names) == 50_000 and len(set(names)) == 50_000
+    first_level = len(catalog.verbs) * len(catalog.nouns)
+    assert all(name.count("_") == 1 for name in names[:first_level])  # verb_noun while they last
+    assert all(name.count("_") == 2 for name in names[first_level:])  # then verb_qualifier_noun
+    assert all(name.split("_")[0] in catalog.verbs and name.split("_")[-1] in catalog.nouns for name in names)
+    assert len({p.exercise_id for p in plans}) == 50_000
+    assert [n.function_name for n in plan_exercises(catalog, 10, seed=0)] == names[:10]
+
+
+def test_a_plan_larger_than_the_name_space_warns_with_the_size():
+    import dataclasses
+    import warnings
+
+    from synth_assets.synthesis.prompt_plans import function_name_space, name_space_warning
+
+    small = dataclasses.replace(load_catalog(), verbs=("find", "sort"), nouns=("dates", "pairs"), qualifiers=("odd",))
+    assert function_name_space(small) == 4 + 4 + 8
+    assert name_space_warning(small, 16) is None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plans = plan_exercises(small, 20, seed=0)
+    assert len(plans) == 16 and len({p.function_name for p in plans}) == 16
+    assert [str(w.message) for w in caught] == [name_space_warning(small, 20)]
+    assert "holds 16 names (4 + 4 + 8 by level)" in str(caught[0].message)
+    assert "sort_odd_pairs_by_dates" in {p.function_name for p in plans}
+
+
+# --------------------------------------------------------------------------- plans depend on declared inputs
+
+import dagster as dg  # noqa: E402
+
+from synth_assets.synthesis.code_exercises import CodeExercisesConfig, code_exercises  # noqa: E402
+from synth_assets.synthesis.personas import PersonasConfig, personas  # noqa: E402
+from synth_assets.synthesis.textbook_prompts import textbook_prompts  # noqa: E402
+from tests.openai_double import OpenAIDouble, default_chat  # noqa: E402
+from tests.test_exercises import exercise_responder, llm_for  # noqa: E402
+
+
+def plans_responder(body: dict) -> str:
+    if "Python function named" in body["messages"][-1]["content"]:
+        return exercise_responder(body)
+    return default_chat(body)  # personas: a minimal valid answer
+
+
+def write_corpus(folder) -> str:
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"m{i}.py").write_text(f'"""Module {i}."""\n\n\ndef scale_{i}(values):\n    return [v * {i} for v in values]\n')
+    return str(folder)
+
+
+def test_rematerializing_with_nothing_changed_sends_no_request(warehouse, tmp_path):
+    """Plans depend only on config and declared inputs: raw_stack_plus is a dependency,
+    so whatever order the first run took, the second asks the cache for every answer."""
+    from synth_assets.ingest.raw_stack_plus import RawStackPlusConfig, SourceSpec, raw_stack_plus
+
+    corpus = write_corpus(tmp_path / "corpus")
+    run_config = dg.RunConfig({
+        "raw_stack_plus": RawStackPlusConfig(sources=[SourceSpec(kind="python_tree", path=corpus)]),
+        "code_exercises": CodeExercisesConfig(n_exercises=6, sandbox_timeout_s=1.0, oss_instruct_fraction=0.5),
+        "personas": PersonasConfig(n_docs=2, hops=1),
+    })
+    assets = [code_exercises, textbook_prompts, personas, raw_stack_plus]
+    with OpenAIDouble(chat=plans_responder) as server:
+        # Listed downstream first: without the dependency this run planned with no corpus.
+        first = dg.materialize(assets, resources={"warehouse": warehouse, "llm": llm_for(server)},
+                               run_config=run_config)
+        sent = len(server.requests)  # chat and embeddings
+        plans_first = warehouse.query("SELECT exercise_id, mode FROM code_exercises UNION ALL "
+                                      "SELECT exercise_id, mode FROM code_exercise_rejects ORDER BY 1")
+        prompts_first = warehouse.query("SELECT * FROM textbook_prompts ORDER BY prompt_id")
+        second = dg.materialize(assets, resources={"warehouse": warehouse, "llm": llm_for(server)},
+                                run_config=run_config)
+        assert len(server.requests) == sent  # nothing new was asked
+    assert first.success and second.success and sent >= 6
+    assert "oss_instruct" in plans_first["mode"].to_list()  # the corpus was there the first time
+    plans_second = warehouse.query("SELECT exercise_id, mode FROM code_exercises UNION ALL "
+                                   "SELECT exercise_id, mode FROM code_exercise_rejects ORDER BY 1")
+    assert plans_second.equals(plans_first)
+    assert warehouse.query("SELECT * FROM textbook_prompts ORDER BY prompt_id").equals(prompts_first)
+    for asset in ("code_exercises", "personas"):
+        metadata = second.asset_materializations_for_node(asset)[0].metadata
+        assert metadata["llm/cache_hits"].value == metadata["llm/calls"].value > 0
+        assert metadata["llm/cost_usd"].value == 0

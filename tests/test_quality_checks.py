@@ -231,6 +231,34 @@ def write_good_graph(warehouse) -> None:
             }
         ),
     )
+    warehouse.write_table(
+        "personas",
+        pl.DataFrame(
+            {
+                "persona_id": ["p-1", "p-2"],
+                "persona": ["a retired teacher who tutors maths", "her grandson, who is learning Python"],
+                "source": ["catalog", "relation:p-1"],
+                "hop": [0, 1],
+                "chain": [["a retired teacher who tutors maths"],
+                          ["a retired teacher who tutors maths", "her grandson, who is learning Python"]],
+            }
+        ),
+    )
+    warehouse.write_table(
+        "case2code",
+        pl.DataFrame(
+            {
+                "case_id": ["c-1"],
+                "program": ["def double(x):\n    return 2 * x\n"],
+                "inputs": [["1", "2", "3"]],
+                "outputs": [["2", "4", "6"]],
+                "n_pairs": [3],
+                "prompt": ["double(1) == 2; double(2) == 4. Write the function."],
+                "template": ["pairs_then_ask"],
+                "shown_pairs": [2],
+            }
+        ),
+    )
 
 
 SPECS = {spec.name: spec for spec in all_check_specs()}

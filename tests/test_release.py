@@ -65,6 +65,16 @@ def pipeline_tables(warehouse) -> None:
         "fired_signals": [[], [], ["ngram"], ["ngram", "minhash"], ["embedding"], []],
     }))
     warehouse.write_table("llm_calls", ledger_frame())
+    warehouse.write_table("personas", pl.DataFrame({
+        "persona_id": ["p-1", "p-2"], "persona": ["a retired teacher who tutors maths", "a data engineer at a bank"],
+        "source": ["catalog", "text:doc-1"], "hop": [0, 0], "chain": [["a retired teacher who tutors maths"],
+                                                                   ["a data engineer at a bank"]],
+    }))
+    warehouse.write_table("case2code", pl.DataFrame({
+        "case_id": ["c-1"], "program": ["def double(x):\n    return 2 * x\n"], "inputs": [["1", "2"]],
+        "outputs": [["2", "4"]], "n_pairs": [2], "prompt": ["double(1) == 2; double(2) == 4. Write the function."],
+        "template": ["pairs_then_ask"], "shown_pairs": [2],
+    }))
 
 
 def read_front_matter(card: str) -> dict:
@@ -135,8 +145,10 @@ def test_release_files_card_and_manifest(warehouse, tmp_path):
     assert "1 row(s) of `decontaminated_exercises` left out: solution failed its tests" in card
 
     manifest = warehouse.query("SELECT * FROM training_data_release ORDER BY config_name")
-    assert manifest["rows"].to_list() == [2, 3, 2]
-    assert manifest["rows_left_out"].to_list() == [1, 0, 0]
+    assert manifest["config_name"].to_list() == [
+        "case2code", "decontaminated_exercises", "filtered_textbook", "personas", "synthetic_textbook"]
+    assert manifest["rows"].to_list() == [1, 2, 3, 2, 2]
+    assert manifest["rows_left_out"].to_list() == [0, 1, 0, 0, 0]
     for row in manifest.iter_rows(named=True):
         assert row["parquet_sha256"] == hashlib.sha256(Path(row["parquet_path"]).read_bytes()).hexdigest()
 

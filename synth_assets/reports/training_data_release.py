@@ -68,6 +68,16 @@ RELEASE_CONFIGS = (
         # set must not teach them.
         row_filter=("passed IS TRUE", "solution failed its tests in the sandbox (passed = false)"),
     ),
+    ReleaseConfigSpec(
+        "personas", "personas", ("persona",),
+        "Persona Hub personas: shipped, LLM text-to-persona over corpus files and persona-to-persona chains "
+        "(`chain`), deduplicated by MinHash and embedding cosine 0.9.",
+    ),
+    ReleaseConfigSpec(
+        "case2code", "case2code", ("prompt", "program"),
+        "Case2Code samples: corpus functions, inputs, outputs computed by running them in the sandbox, and a "
+        "prompt showing some input/output pairs that asks for the program.",
+    ),
 )
 
 
@@ -355,7 +365,7 @@ def training_data_release(
 ) -> dg.MaterializeResult:
     """The final datasets as a Hugging Face `datasets`-loadable folder (default `data/release/`).
 
-    One config per dataset (`filtered_textbook`, `synthetic_textbook`, `decontaminated_exercises`),
+    One config per dataset (`filtered_textbook`, `synthetic_textbook`, `decontaminated_exercises`, `personas`, `case2code`),
     each a `train` split written as Parquet and JSONL (`<config>/train-00000-of-00001.*`), plus a
     `README.md` dataset card whose YAML front matter declares the configs for `load_dataset`.
     The card states rows, tokens and models per config, the pipeline's total LLM cost (from

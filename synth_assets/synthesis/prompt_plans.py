@@ -19,6 +19,7 @@ import hashlib
 import json
 import random
 import re
+import warnings
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -58,6 +59,7 @@ class Catalog:
     required_words: tuple[str, ...]
     verbs: tuple[str, ...]
     nouns: tuple[str, ...]
+    qualifiers: tuple[str, ...]
     difficulties: tuple[tuple[str, str], ...]  # (name, instruction)
 
     def style_instruction(self, name: str) -> str:
@@ -89,6 +91,7 @@ def load_catalog(directory: str | None = None) -> Catalog:
         required_words=_words(root / "required_words.txt"),
         verbs=_words(root / "function_verbs.txt"),
         nouns=_words(root / "function_nouns.txt"),
+        qualifiers=_words(root / "function_qualifiers.txt"),
         difficulties=tuple((d["name"], d["instruction"]) for d in load("difficulties.json")["difficulties"]),
     )
 
@@ -259,6 +262,61 @@ class ExercisePlan:
         return asdict(self)
 
 
+def name_levels(catalog: Catalog) -> list[tuple[tuple[str, ...], ...]]:
+    """The function-name space, level by level; each level is a tuple of word lists whose
+    product spells names `a_b_c`: verb_noun, then verb_qualifier_noun, then
+    verb_qualifier_noun_by_noun. A run draws from a level only once the levels before it
+    are used up, so small runs keep short names and large ones never run out silently."""
+    v, q, n = catalog.verbs, catalog.qualifiers, catalog.nouns
+    return [(v, n), (v, q, n), (v, q, n, tuple(f"by_{noun}" for noun in n))]
+
+
+def level_size(level: tuple[tuple[str, ...], ...]) -> int:
+    size = 1
+    for words in level:
+        size *= len(words)
+    return size
+
+
+def function_name_space(catalog: Catalog) -> int:
+    """How many distinct planned function names the catalog can spell (all levels)."""
+    return sum(level_size(level) for level in name_levels(catalog))
+
+
+def name_at(level: tuple[tuple[str, ...], ...], index: int) -> str:
+    """The `index`-th name of a level (mixed-radix decomposition: no list of names is built)."""
+    parts = []
+    for words in reversed(level):
+        index, position = divmod(index, len(words))
+        parts.append(words[position])
+    return "_".join(reversed(parts))
+
+
+def name_space_warning(catalog: Catalog, n_names: int) -> str | None:
+    """The warning for a plan larger than the name space, or None."""
+    space = function_name_space(catalog)
+    if n_names <= space:
+        return None
+    return (
+        f"{n_names:,} exercises planned but the function-name space holds {space:,} names "
+        f"({' + '.join(f'{level_size(level):,}' for level in name_levels(catalog))} by level); "
+        f"planning {space:,}. Add verbs, nouns or qualifiers to the catalog for more."
+    )
+
+
+def draw_function_names(catalog: Catalog, n_names: int, rng: random.Random) -> list[str]:
+    """`n_names` distinct names drawn without replacement, level by level (at most the
+    whole space; `name_space_warning` says when that cuts the plan short)."""
+    names: list[str] = []
+    for level in name_levels(catalog):
+        wanted = n_names - len(names)
+        if wanted <= 0:
+            break
+        indices = rng.sample(range(level_size(level)), min(wanted, level_size(level)))
+        names.extend(name_at(level, index) for index in indices)
+    return names
+
+
 def plan_exercises(
     catalog: Catalog,
     n_exercises: int,
@@ -266,12 +324,15 @@ def plan_exercises(
     snippets: list[tuple[str, str]] = (),
     oss_instruct_fraction: float = 0.25,
 ) -> list[ExercisePlan]:
-    """`n_exercises` plans with distinct function names (verb_noun drawn without
-    replacement). A fraction uses an OSS-Instruct snippet ((doc_id, snippet) pairs)
+    """`n_exercises` plans with distinct function names (`draw_function_names`: verb_noun
+    first, longer names once those are used up; a plan larger than the whole space warns
+    and is cut to it). A fraction uses an OSS-Instruct snippet ((doc_id, snippet) pairs)
     as inspiration when snippets are given."""
     rng = random.Random(seed)
-    names = [f"{verb}_{noun}" for verb in catalog.verbs for noun in catalog.nouns]
-    chosen_names = rng.sample(names, min(n_exercises, len(names)))
+    warning = name_space_warning(catalog, n_exercises)
+    if warning:
+        warnings.warn(warning, stacklevel=2)
+    chosen_names = draw_function_names(catalog, n_exercises, rng)
     topic_order = rng.sample(range(len(catalog.topics)), len(catalog.topics))
     plans = []
     for index, function_name in enumerate(chosen_names):
