@@ -48,6 +48,8 @@ SIGNAL_COLUMNS: tuple[tuple[str, str | None], ...] = (
     # phi-1 5.2 sweeps the AST match rate
     ("ast_match_rate", "ast_task_id"),
     ("embedding_cosine", None),
+    # issue 17: passing a benchmark problem's official tests (1.0 = all of them)
+    ("functional_pass_rate", "functional_task_id"),
 )
 
 
@@ -131,6 +133,11 @@ def decontaminated_exercises_checks(b: QualityBounds) -> list[CheckSpec]:
             f"USING (exercise_id) WHERE r.verdict IS DISTINCT FROM {sql_string(clean)}",
         ),
         *threshold_rules,
+        SqlRowRule(
+            "judge_not_same_problem",
+            f"SELECT d.exercise_id, r.judge_task_id, r.judge_rationale FROM {{table}} d JOIN {report_table} r "
+            f"USING (exercise_id) WHERE r.judge_verdict = {sql_string(contamination_report.JUDGE_SAME)}",
+        ),
     )
     specs[0] = CheckSpec(
         asset=integrity.asset,

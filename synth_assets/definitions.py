@@ -6,6 +6,7 @@ Nothing else happens here. The DAG, in the order the groups are listed:
     raw_stack_plus ─> personas ─> textbook_prompts ─> synthetic_textbook ────────────────┤
     raw_stack_plus ─> code_exercises ─> contamination_report ─> decontaminated_exercises ┼─> training_data_release
     raw_stack_plus ─> case2code ─────────────────────────────────────────────────────────┘
+    synthetic_textbook ─> textbook_contamination_report (its code blocks against HumanEval)
     (every LLM-using asset) ─> cost_report
     (every table the lineage joins read) ─> lineage_views
 
@@ -24,6 +25,7 @@ from resources.warehouse import Warehouse
 from synth_assets.automation import automation_sensor
 from synth_assets.decontamination.contamination_report import contamination_report
 from synth_assets.decontamination.decontaminated_exercises import decontaminated_exercises
+from synth_assets.decontamination.textbook_contamination_report import textbook_contamination_report
 from synth_assets.filtering.annotated_sample import annotated_sample
 from synth_assets.filtering.filtered_textbook import filtered_textbook
 from synth_assets.filtering.quality_classifier import quality_classifier
@@ -63,6 +65,7 @@ defs = dg.Definitions(
         # decontamination
         contamination_report,
         decontaminated_exercises,
+        textbook_contamination_report,
         # reports
         cost_report,
         lineage_views,

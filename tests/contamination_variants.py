@@ -5,6 +5,15 @@ a generator could produce: verbatim, renamed identifiers, reworded docstring, re
 statements, changed literals, an added statement, and combinations of those.
 `stdlib_exercises(n)` turns functions of Python's standard library (then installed
 third-party packages, when more are needed) into exercises: code that is not HumanEval.
+
+Paraphrases (issue 17, `PARAPHRASE_VARIANTS`): locals renamed; loops, comprehensions,
+augmented assignments and if/else rewritten (`restructure`: for-range <-> while,
+comprehension <-> explicit loop, element <-> index loops, `x += e` -> `x = x + e`,
+negated if/else, conditional expression -> if); the statement reframed as a story,
+partly translated into Spanish, or removed. Every restructured copy of a HumanEval
+problem is checked to still pass the problem's official tests (rewrites that would break
+it are left out), so a planted paraphrase computes the same function.
+`stdlib_exercises(n, restructure=True)` gives clean functions the same restructuring.
 """
 
 from __future__ import annotations
@@ -93,16 +102,21 @@ class _Renamer(ast.NodeTransformer):
         return node
 
 
-def rename_identifiers(tree: ast.Module, seed: int) -> dict[str, str]:
-    """Consistently rename every author-chosen name (also inside the docstring text)."""
+def rename_identifiers(tree: ast.Module, seed: int, locals_only: bool = False) -> dict[str, str]:
+    """Consistently rename every author-chosen name (also inside the docstring text);
+    `locals_only` keeps function and parameter names."""
     rng = random.Random(seed)
     names = _defined_names(tree)
+    if locals_only:
+        kept = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        kept |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
+        names = [name for name in names if name not in kept]
     pool = [name for name in _NEW_NAMES if name not in names]
     rng.shuffle(pool)
     mapping: dict[str, str] = {}
     for position, name in enumerate(names):
         mapping[name] = pool[position] if position < len(pool) else f"{pool[position % len(pool)]}_{position}"
-    if names:  # the entry point gets a function-like name
+    if names and not locals_only:  # the entry point gets a function-like name
         mapping[names[0]] = rng.choice(["solve", "compute", "process", "helper_fn", "transform"]) + "_" + str(seed % 97)
     _Renamer(mapping).visit(tree)
     for node in ast.walk(tree):
@@ -234,6 +248,326 @@ def add_statement(tree: ast.Module) -> None:
     ast.fix_missing_locations(tree)
 
 
+# -------------------------------------------------------------------------------- restructuring (issue 17)
+
+_INVERSE = {ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE,
+            ast.LtE: ast.Gt, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
+
+
+def _negated(test: ast.expr) -> ast.expr:
+    if isinstance(test, ast.Compare) and len(test.ops) == 1 and type(test.ops[0]) in _INVERSE:
+        return ast.Compare(test.left, [_INVERSE[type(test.ops[0])]()], test.comparators)
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        return test.operand
+    return ast.UnaryOp(ast.Not(), test)
+
+
+def _loads(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def _has(node: ast.AST, kinds: tuple[type, ...]) -> bool:
+    return any(isinstance(n, kinds) for n in ast.walk(node))
+
+
+def _stmt_lists(tree: ast.AST):
+    for node in list(ast.walk(tree)):
+        for field_name in ("body", "orelse", "finalbody"):
+            body = getattr(node, field_name, None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
+                yield node, field_name, body
+
+
+def for_range_to_while(tree: ast.Module) -> int:
+    """`for i in range(a, b[, s]): body` -> `i = a; while i < b: body; i += s` where that
+    is safe: no continue, `i` and the bounds' names not assigned in the body, no method
+    call on them, `i` unused after the loop."""
+    count = 0
+    for node, field_name, body in _stmt_lists(tree):
+        new_body: list[ast.stmt] = []
+        for position, statement in enumerate(body):
+            iterator = statement.iter if isinstance(statement, ast.For) else None
+            if (
+                isinstance(statement, ast.For) and not statement.orelse and isinstance(statement.target, ast.Name)
+                and isinstance(iterator, ast.Call) and isinstance(iterator.func, ast.Name) and iterator.func.id == "range"
+                and 1 <= len(iterator.args) <= 3 and not iterator.keywords and not _has(statement, (ast.Continue,))
+            ):
+                counter = statement.target.id
+                bound_names = _loads(iterator) - {"range", "len"}
+                stored = {n.id for s in statement.body for n in ast.walk(s) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+                mutated = {n.func.value.id for s in statement.body for n in ast.walk(s)
+                           if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name)}
+                later = set().union(*(_loads(s) for s in body[position + 1 :])) if position + 1 < len(body) else set()
+                args = iterator.args
+                step = args[2] if len(args) == 3 else ast.Constant(1)
+                negative = isinstance(step, ast.UnaryOp) and isinstance(step.op, ast.USub) and isinstance(step.operand, ast.Constant)
+                positive = isinstance(step, ast.Constant) and isinstance(step.value, int) and step.value > 0
+                if counter not in stored and not ((bound_names | {counter}) & (stored | mutated)) and counter not in later and (positive or negative):
+                    start, stop = (ast.Constant(0), args[0]) if len(args) == 1 else (args[0], args[1])
+                    test = ast.Compare(ast.Name(counter, ast.Load()), [ast.Lt() if positive else ast.Gt()], [stop])
+                    increment = ast.AugAssign(ast.Name(counter, ast.Store()), ast.Add() if positive else ast.Sub(),
+                                              step if positive else step.operand)
+                    new_body += [ast.Assign([ast.Name(counter, ast.Store())], start), ast.While(test, statement.body + [increment], [])]
+                    count += 1
+                    continue
+            new_body.append(statement)
+        setattr(node, field_name, new_body)
+    return count
+
+
+def comprehension_to_loop(tree: ast.Module) -> int:
+    """`x = [e for t in it if c]` / `return [...]` -> an explicit append loop."""
+    count = 0
+    for node, field_name, body in _stmt_lists(tree):
+        new_body: list[ast.stmt] = []
+        for statement in body:
+            value = statement.value if isinstance(statement, (ast.Assign, ast.Return)) else None
+            single = not isinstance(statement, ast.Assign) or (len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name))
+            if isinstance(value, ast.ListComp) and single and all(not g.is_async for g in value.generators):
+                name = statement.targets[0].id if isinstance(statement, ast.Assign) else "collected_items"
+                inner: ast.stmt = ast.Expr(ast.Call(ast.Attribute(ast.Name(name, ast.Load()), "append", ast.Load()), [value.elt], []))
+                for generator in reversed(value.generators):
+                    for condition in reversed(generator.ifs):
+                        inner = ast.If(condition, [inner], [])
+                    inner = ast.For(generator.target, generator.iter, [inner], [])
+                new_body += [ast.Assign([ast.Name(name, ast.Store())], ast.List([], ast.Load())), inner]
+                if isinstance(statement, ast.Return):
+                    new_body.append(ast.Return(ast.Name(name, ast.Load())))
+                count += 1
+                continue
+            new_body.append(statement)
+        setattr(node, field_name, new_body)
+    return count
+
+
+def loop_to_comprehension(tree: ast.Module) -> int:
+    """`r = []` directly followed by `for t in it: [if c:] r.append(e)` -> `r = [e for ...]`."""
+    count = 0
+    for node, field_name, body in _stmt_lists(tree):
+        new_body: list[ast.stmt] = []
+        position = 0
+        while position < len(body):
+            statement = body[position]
+            following = body[position + 1] if position + 1 < len(body) else None
+            if (
+                isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name)
+                and isinstance(statement.value, ast.List) and not statement.value.elts
+                and isinstance(following, ast.For) and not following.orelse and len(following.body) == 1
+            ):
+                name = statement.targets[0].id
+                inner, condition = following.body[0], None
+                if isinstance(inner, ast.If) and not inner.orelse and len(inner.body) == 1:
+                    inner, condition = inner.body[0], inner.test
+                call = inner.value if isinstance(inner, ast.Expr) else None
+                if (
+                    isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "append"
+                    and isinstance(call.func.value, ast.Name) and call.func.value.id == name and len(call.args) == 1
+                    and name not in _loads(call.args[0]) and name not in _loads(following.iter)
+                ):
+                    generator = ast.comprehension(following.target, following.iter, [condition] if condition else [], 0)
+                    new_body.append(ast.Assign([ast.Name(name, ast.Store())], ast.ListComp(call.args[0], [generator])))
+                    position += 2
+                    count += 1
+                    continue
+            new_body.append(statement)
+            position += 1
+        setattr(node, field_name, new_body)
+    return count
+
+
+class _ExpandAugmented(ast.NodeTransformer):
+    count = 0
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> ast.stmt:
+        if isinstance(node.target, ast.Name):
+            self.count += 1
+            return ast.Assign([ast.Name(node.target.id, ast.Store())], ast.BinOp(ast.Name(node.target.id, ast.Load()), node.op, node.value))
+        return node
+
+
+class _NegateIf(ast.NodeTransformer):
+    count = 0
+
+    def visit_If(self, node: ast.If) -> ast.If:
+        self.generic_visit(node)
+        if node.orelse:
+            self.count += 1
+            node.test, node.body, node.orelse = _negated(node.test), node.orelse, node.body
+        return node
+
+    def visit_IfExp(self, node: ast.IfExp) -> ast.IfExp:
+        self.generic_visit(node)
+        self.count += 1
+        node.test, node.body, node.orelse = _negated(node.test), node.orelse, node.body
+        return node
+
+
+def ifexp_return_to_if(tree: ast.Module) -> int:
+    """`return a if c else b` -> `if c: return a` + `return b`."""
+    count = 0
+    for node, field_name, body in _stmt_lists(tree):
+        new_body: list[ast.stmt] = []
+        for statement in body:
+            if isinstance(statement, ast.Return) and isinstance(statement.value, ast.IfExp):
+                value = statement.value
+                new_body += [ast.If(value.test, [ast.Return(value.body)], []), ast.Return(value.orelse)]
+                count += 1
+            else:
+                new_body.append(statement)
+        setattr(node, field_name, new_body)
+    return count
+
+
+class _ElementToIndexLoop(ast.NodeTransformer):
+    """`for x in xs:` -> `for i in range(len(xs)):` with `x` read as `xs[i]`."""
+
+    count = 0
+
+    def visit_For(self, node: ast.For) -> ast.For:
+        self.generic_visit(node)
+        if not (isinstance(node.target, ast.Name) and isinstance(node.iter, ast.Name)) or node.orelse:
+            return node
+        element, sequence = node.target.id, node.iter.id
+        if any(isinstance(n, ast.Name) and n.id in (element, sequence) and not isinstance(n.ctx, ast.Load) for s in node.body for n in ast.walk(s)):
+            return node
+        index = f"position_{self.count}"
+        replacer = _NameToSubscript(element, sequence, index)
+        node.body = [replacer.visit(s) for s in node.body]
+        node.target = ast.Name(index, ast.Store())
+        node.iter = ast.Call(ast.Name("range", ast.Load()), [ast.Call(ast.Name("len", ast.Load()), [ast.Name(sequence, ast.Load())], [])], [])
+        self.count += 1
+        return node
+
+
+class _NameToSubscript(ast.NodeTransformer):
+    def __init__(self, element: str, sequence: str, index: str):
+        self.element, self.sequence, self.index = element, sequence, index
+
+    def visit_Name(self, node: ast.Name) -> ast.expr:
+        if node.id == self.element:
+            return ast.Subscript(ast.Name(self.sequence, ast.Load()), ast.Name(self.index, ast.Load()), ast.Load())
+        return node
+
+
+def _apply(tree: ast.Module, rewrite: str) -> int:
+    if rewrite == "for_to_while":
+        return for_range_to_while(tree)
+    if rewrite == "comprehension_to_loop":
+        return comprehension_to_loop(tree)
+    if rewrite == "loop_to_comprehension":
+        return loop_to_comprehension(tree)
+    if rewrite == "ifexp_to_if":
+        return ifexp_return_to_if(tree)
+    transformer = {"expand_augmented": _ExpandAugmented, "negate_if": _NegateIf, "element_to_index": _ElementToIndexLoop}[rewrite]()
+    transformer.visit(tree)
+    return transformer.count
+
+
+RESTRUCTURINGS = ("loop_to_comprehension", "comprehension_to_loop", "element_to_index", "for_to_while",
+                  "expand_augmented", "ifexp_to_if", "negate_if")
+
+
+def restructure_source(source: str, rewrites: tuple[str, ...] = RESTRUCTURINGS) -> tuple[str, tuple[str, ...]]:
+    """`source` with the rewrites applied (in order, each everywhere it applies); returns
+    the new source and the rewrites that changed something."""
+    tree = ast.parse(source)
+    applied = tuple(rewrite for rewrite in rewrites if _apply(tree, rewrite))
+    return ast.unparse(ast.fix_missing_locations(tree)) + "\n", applied
+
+
+def passes_official_tests(problem: BenchmarkProblem, source: str, function_name: str, seconds: int = 5) -> bool:
+    """Does `source` (trusted: a rewrite of HumanEval's own solution) pass the problem's
+    check()? In-process, with an alarm against a rewrite that loops."""
+    import signal
+
+    def timeout(signum, frame):
+        raise TimeoutError
+
+    namespace: dict = {}
+    previous = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(seconds)
+    try:
+        exec(compile(source, "<paraphrase>", "exec"), namespace)
+        exec(compile(problem.test, "<test>", "exec"), namespace)
+        namespace["check"](namespace[function_name])
+        return True
+    except BaseException:  # noqa: BLE001 -- any failure means "not equivalent"
+        return False
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@lru_cache(maxsize=None)
+def _equivalent_rewrites(problem: BenchmarkProblem) -> tuple[str, ...]:
+    """The rewrites that keep `problem`'s solution passing its official tests: all of
+    them if that works, else those that pass when added one at a time."""
+    source, entry = problem.source, _entry_point(problem)
+    everything, applied = restructure_source(source)
+    if passes_official_tests(problem, everything, entry):
+        return applied
+    kept: list[str] = []
+    for rewrite in RESTRUCTURINGS:
+        candidate, changed = restructure_source(source, tuple(kept) + (rewrite,))
+        if rewrite in changed and passes_official_tests(problem, candidate, entry):
+            kept.append(rewrite)
+    return tuple(kept)
+
+
+# -------------------------------------------------------------------------------- statements (issue 17)
+
+_FRAMES = [
+    "A small bakery keeps its records in a program and needs one more routine.",
+    "You are helping a friend who is building a puzzle game.",
+    "In a data pipeline at a shipping company, one step is still missing.",
+    "A teacher wants to automate a chore for the class.",
+    "Imagine a librarian who asks for a helper in a script.",
+]
+# Common statement words in Spanish: a partial translation, as a multilingual generator makes.
+_SPANISH = {
+    "return": "devuelve", "returns": "devuelve", "given": "dado", "list": "lista", "number": "número",
+    "numbers": "números", "string": "cadena", "strings": "cadenas", "the": "el", "a": "un", "an": "un",
+    "of": "de", "in": "en", "and": "y", "or": "o", "if": "si", "is": "es", "are": "son", "that": "que",
+    "each": "cada", "every": "cada", "with": "con", "to": "a", "for": "para", "from": "desde", "all": "todos",
+    "function": "función", "write": "escribe", "input": "entrada", "output": "salida", "true": "verdadero",
+    "false": "falso", "not": "no", "than": "que", "it": "lo", "be": "ser", "which": "cual", "you": "tú",
+    "should": "debe", "integer": "entero", "integers": "enteros", "sum": "suma", "first": "primero",
+    "last": "último", "two": "dos", "one": "uno", "element": "elemento", "elements": "elementos",
+    "character": "carácter", "characters": "caracteres", "word": "palabra", "words": "palabras",
+    "check": "comprueba", "find": "encuentra", "given.": "dado.", "value": "valor", "values": "valores",
+    "length": "longitud", "order": "orden", "positive": "positivo", "negative": "negativo", "even": "par",
+    "odd": "impar", "empty": "vacío", "new": "nuevo", "only": "solo", "have": "tiene", "has": "tiene",
+}
+
+
+def reframe_statement(text: str, seed: int) -> str:
+    """The task told as a story: a framing sentence, then the reworded statement."""
+    frame = random.Random(seed).choice(_FRAMES)
+    return "\n" + textwrap.fill(frame + " " + reword_docstring(text, seed).strip(), width=80) + "\n"
+
+
+def translate_statement(text: str, seed: int) -> str:
+    """The statement partly translated into Spanish (common words; examples dropped)."""
+    prose = "\n".join(line for line in text.splitlines() if not line.strip().startswith(">>>") and not _looks_like_output(line))
+
+    def swap(match: re.Match) -> str:
+        word = match.group(0)
+        return _SPANISH.get(word.lower(), word)
+
+    return "\n" + textwrap.fill(re.sub(r"[A-Za-z]+\.?", swap, " ".join(prose.split())) or "Resuelve la tarea.", width=80) + "\n"
+
+
+def rewrite_statements(tree: ast.Module, how: str, seed: int) -> None:
+    """Every docstring reframed, translated, or removed (a body left empty gets `pass`)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.body and _is_docstring(node.body[0]):
+            if how == "remove":
+                node.body = node.body[1:] or [ast.Pass()]
+            else:
+                text = node.body[0].value.value
+                node.body[0].value.value = reframe_statement(text, seed) if how == "reframe" else translate_statement(text, seed)
+
+
 # -------------------------------------------------------------------------------- variants
 
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -248,6 +582,17 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "reworded+reordered+literals": ("reword", "reorder", "literals"),
     "all": ("rename", "reword", "reorder", "literals"),
 }
+# Paraphrases (issue 17): what a rewording generator does that keeps the function.
+PARAPHRASE_VARIANTS: dict[str, tuple[str, ...]] = {
+    "locals_renamed": ("rename_locals", "reword"),
+    "restructured": ("restructure",),
+    "restructured+renamed": ("restructure", "rename"),
+    "reframed+restructured+renamed": ("restructure", "rename", "reframe"),
+    "translated+restructured+renamed": ("restructure", "rename", "translate"),
+    "no_statement+restructured+renamed": ("restructure", "rename", "remove_statement"),
+    "no_statement+restructured+locals": ("restructure", "rename_locals", "remove_statement"),
+}
+ALL_VARIANTS = {**VARIANTS, **PARAPHRASE_VARIANTS}
 
 
 def _exercise_parts(source: str, function_name: str) -> tuple[str, str]:
@@ -268,12 +613,19 @@ def _exercise_parts(source: str, function_name: str) -> tuple[str, str]:
 
 def make_variant(problem: BenchmarkProblem, variant: str, seed: int = 0) -> PlantedExercise:
     """One planted near-copy of a benchmark problem."""
-    steps = VARIANTS[variant]
+    steps = ALL_VARIANTS[variant]
     source = problem.prompt + problem.canonical_solution
     entry = _entry_point(problem)
+    if "restructure" in steps:
+        source, _ = restructure_source(source, _equivalent_rewrites(problem))
     if steps:
         tree = ast.parse(source)
         seed_value = seed + int(hashlib.sha256(problem.task_id.encode()).hexdigest(), 16) % 10_000
+        for how in ("reframe", "translate", "remove_statement"):
+            if how in steps:
+                rewrite_statements(tree, how.replace("_statement", ""), seed_value)
+        if "rename_locals" in steps:
+            rename_identifiers(tree, seed_value, locals_only=True)
         if "literals" in steps:
             change_literals(tree)
         if "reorder" in steps:
@@ -361,16 +713,30 @@ def _functions(limit: int) -> tuple[tuple[str, str, str, str], ...]:
     return tuple(found)
 
 
-def stdlib_exercises(n: int, seed: int = 0) -> list[PlantedExercise]:
+def _restructured_clean(origin: str, name: str, exercise: str, solution: str, seed: int) -> tuple[str, str, str, str]:
+    """A library function with the paraphrases' restructuring and locals renamed."""
+    try:
+        source, _ = restructure_source(solution)
+        tree = ast.parse(source)
+        rename_identifiers(tree, seed, locals_only=True)
+        return origin, name, exercise, ast.unparse(tree) + "\n"
+    except (SyntaxError, ValueError, RecursionError, AttributeError, TypeError):
+        return origin, name, exercise, solution
+
+
+def stdlib_exercises(n: int, seed: int = 0, restructure: bool = False) -> list[PlantedExercise]:
     """`n` clean exercises drawn (seeded) from library functions: the standard library
-    first, installed third-party packages when the standard library runs out."""
+    first, installed third-party packages when the standard library runs out. With
+    `restructure`, each gets the paraphrases' rewrites (and locals renamed)."""
     pool = list(_functions(max(n, 6000) if n <= 6000 else n))
     if len(pool) < n:
         raise ValueError(f"only {len(pool)} library functions found, {n} requested")
     chosen = random.Random(seed).sample(pool, n)
+    if restructure:
+        chosen = [_restructured_clean(*entry, seed=seed + position) for position, entry in enumerate(chosen)]
     return [
         PlantedExercise(
-            exercise_id=content_id(f"clean|{origin}|{solution}"),
+            exercise_id=content_id(f"clean|{origin}|{solution}" + ("|restructured" if restructure else "")),
             function_name=name,
             exercise=exercise,
             solution=solution,

@@ -102,6 +102,11 @@ def report_rows(exercise_ids, verdicts, reasons, **scores) -> pl.DataFrame:
         "embedding_cosine": [None] * n,
         "ast_task_id": [None] * n,
         "ast_match_rate": [None] * n,
+        "functional_task_id": [None] * n,
+        "functional_pass_rate": [None] * n,
+        "judge_task_id": [None] * n,
+        "judge_verdict": [None] * n,
+        "judge_rationale": [None] * n,
         "verdict": verdicts,
         "reason": reasons,
     }
@@ -112,6 +117,8 @@ def report_rows(exercise_ids, verdicts, reasons, **scores) -> pl.DataFrame:
             "ngram_task_id": pl.String, "minhash_task_id": pl.String, "embedding_task_id": pl.String,
             "ast_task_id": pl.String, "embedding_cosine": pl.Float64, "ast_match_rate": pl.Float64,
             "max_ngram_overlap": pl.Float64, "minhash_jaccard": pl.Float64,
+            "functional_task_id": pl.String, "functional_pass_rate": pl.Float64,
+            "judge_task_id": pl.String, "judge_verdict": pl.String, "judge_rationale": pl.String,
         },
     )
 
@@ -804,7 +811,8 @@ def test_decontamination_config_defaults_are_the_thresholds_kept_exercises_are_h
     """The asset's launchpad defaults and its check agree, signal by signal."""
     config_defaults = contamination_report.DecontaminationConfig().thresholds()
     checked = {t.score_column: t.threshold for t in published_thresholds()}
-    assert set(checked) == {"max_ngram_overlap", "longest_shared_ngram", "minhash_jaccard", "ast_match_rate", "embedding_cosine"}
+    assert set(checked) == {"max_ngram_overlap", "longest_shared_ngram", "minhash_jaccard", "ast_match_rate",
+                            "embedding_cosine", "functional_pass_rate"}
     assert checked == {name: getattr(config_defaults, name) for name in checked}
 
 

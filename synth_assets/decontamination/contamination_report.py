@@ -1,16 +1,19 @@
 """`contamination_report` and `decontaminated_exercises`: phi-1 section 5 decontamination
 of the generated code exercises against HumanEval (and any extra benchmark JSONL).
 
-Four signals per exercise (synth_assets/decontamination/signals/): 13-gram overlap, MinHash Jaccard
-of normalised code shingles, embedding cosine/L2 through the LLM layer, and the AST match
-rate of identifier/literal/order-normalised syntax trees. Any signal at or above its
-threshold marks the exercise contaminated; the reason names signal, score, threshold
-and benchmark task. Threshold defaults come from the sweep in README_decontamination.md.
+Signals per exercise (synth_assets/decontamination/signals/): 13-gram overlap, MinHash Jaccard
+of normalised code shingles, embedding cosine/L2 through the LLM layer, the AST match
+rate of structure/identifier/literal/order-normalised syntax trees, the functional signal
+(the exercise passes a benchmark problem's official tests in the sandbox), and an
+optional LLM judge for the doubtful band. Any signal at or above its threshold marks the
+exercise contaminated; the reason names signal, score, threshold and benchmark task.
+Threshold defaults come from the sweep in README_decontamination.md.
 """
 
 
 from collections import Counter
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import dagster as dg
@@ -31,12 +34,16 @@ from synth_assets.decontamination.benchmark_index import (
     exercise_source,
     verdict,
 )
+from synth_assets.common.sandbox import SandboxUnavailable
+from synth_assets.common.tables import markdown_table, table_result
 from synth_assets.decontamination.signals.ast import AstConfig
+from synth_assets.decontamination.signals.functional import FunctionalConfig
+from synth_assets.decontamination.signals.judge import JUDGE_PROMPT_VERSION, JudgeConfig, judge_doubtful
+from synth_assets.decontamination.signals.judge import SAME as JUDGE_SAME
 from synth_assets.decontamination.signals.minhash import MinhashConfig
 from synth_assets.decontamination.signals.ngram import NgramConfig
-from synth_assets.common.tables import markdown_table, table_result
 
-CODE_VERSION = "decontaminate-1"
+CODE_VERSION = "decontaminate-2"
 EXERCISES_TABLE = "code_exercises"
 REPORT_TABLE = "contamination_report"
 CLEAN = "clean"
@@ -58,6 +65,15 @@ REPORT_SCHEMA = {
     "embedding_l2": pl.Float64,
     "ast_task_id": pl.Utf8,
     "ast_match_rate": pl.Float64,
+    "functional_task_id": pl.Utf8,
+    "functional_tests_passed": pl.Int64,
+    "functional_tests_total": pl.Int64,
+    "functional_pass_rate": pl.Float64,
+    "functional_candidates": pl.Int64,
+    "functional_outcome": pl.Utf8,
+    "judge_task_id": pl.Utf8,
+    "judge_verdict": pl.Utf8,
+    "judge_rationale": pl.Utf8,
     "fired_signals": pl.List(pl.Utf8),
     "verdict": pl.Utf8,
     "reason": pl.Utf8,
@@ -111,6 +127,36 @@ class DecontaminationConfig(dg.Config):
         default=600,
         description="Embed only the first N characters of each problem and exercise (0 = whole text).",
     )
+    ast_canonical: bool = Field(
+        default=True,
+        description="Rewrite loops (for-range/while), comprehensions vs explicit loops, augmented assignment "
+        "and negated if/else into one form before the AST match (issue 17).",
+    )
+    use_functional: bool = Field(
+        default=True,
+        description="Run each exercise against the official tests of its candidate benchmark problems in the "
+        "sandbox (needs bubblewrap or user namespaces; the run fails if the sandbox cannot isolate). No LLM call.",
+    )
+    functional_pass_rate: float = Field(
+        default=DEFAULT_THRESHOLDS.functional_pass_rate,
+        description="Fire when the share of a problem's official tests the exercise passes is >= this (1.0 = all).",
+    )
+    functional_on_flagged: bool = Field(
+        default=False,
+        description="Also run the functional signal on exercises another signal already flags (slower; for audits "
+        "and sweeps). Off: those rows say `not run` in functional_outcome.",
+    )
+    functional_top_k: int = Field(
+        default=FunctionalConfig().top_k,
+        description="Candidates per similarity signal (AST, MinHash, embedding), plus every same-signature problem.",
+    )
+    use_llm_judge: bool = Field(
+        default=False,
+        description="Ask the LLM whether doubtful pairs (signals just below their thresholds) are the same problem, "
+        "possibly rephrased or translated. OFF by default: the bundled local model (SmolLM2-135M) cannot judge "
+        "this reliably; turn it on with a capable endpoint model. Cached and priced like every call.",
+    )
+    judge_max_pairs: int = Field(default=JudgeConfig().max_pairs, description="At most this many pairs judged per run (closest first).")
     audit_top_n: int = Field(default=20, description="Rows in the closest-kept-exercise audit table.")
 
     def thresholds(self) -> Thresholds:
@@ -121,13 +167,16 @@ class DecontaminationConfig(dg.Config):
             ast_match_rate=self.ast_match_rate,
             embedding_cosine=self.embedding_cosine,
             use_embedding=self.use_embedding,
+            functional_pass_rate=self.functional_pass_rate,
+            use_functional=self.use_functional,
         )
 
     def similarity(self) -> SimilarityConfig:
         return SimilarityConfig(
             ngram=NgramConfig(n=self.ngram_size, normalise_identifiers=self.ngram_normalise_identifiers),
             minhash=MinhashConfig(num_perm=self.minhash_num_perm, shingle_size=self.minhash_shingle_size),
-            ast=AstConfig(min_subtree_nodes=self.ast_min_subtree_nodes),
+            ast=AstConfig(min_subtree_nodes=self.ast_min_subtree_nodes, canonical=self.ast_canonical),
+            functional=FunctionalConfig(top_k=self.functional_top_k),
         )
 
 
@@ -188,6 +237,15 @@ def report_rows(scores: list[SignalScores], function_names: list[str | None], th
                 "embedding_l2": score.embedding_l2,
                 "ast_task_id": score.ast_task_id,
                 "ast_match_rate": score.ast_match_rate,
+                "functional_task_id": score.functional_task_id,
+                "functional_tests_passed": score.functional_tests_passed,
+                "functional_tests_total": score.functional_tests_total,
+                "functional_pass_rate": score.functional_pass_rate,
+                "functional_candidates": score.functional_candidates,
+                "functional_outcome": score.functional_outcome,
+                "judge_task_id": score.judge_task_id,
+                "judge_verdict": score.judge_verdict,
+                "judge_rationale": score.judge_rationale,
                 "fired_signals": fired,
                 "verdict": decision,
                 "reason": reason,
@@ -196,17 +254,75 @@ def report_rows(scores: list[SignalScores], function_names: list[str | None], th
     return pl.DataFrame(rows, schema=REPORT_SCHEMA)
 
 
+def needs_session(config: DecontaminationConfig, llm: LLMResource, context: Any, warehouse: Warehouse, has_rows: bool):
+    """The LLM session when embeddings or the judge are on (and there is work), else a
+    context that yields None."""
+    if (config.use_embedding or config.use_llm_judge) and has_rows:
+        return llm.session(context, warehouse)
+    return nullcontext(None)
+
+
+def score_rows(
+    index: BenchmarkIndex, problems: list[BenchmarkProblem], ids: list[str], sources: list[str], names: list[str | None],
+    config: DecontaminationConfig, session: Any, timings: dict[str, float], embedding_status: dict[str, Any],
+) -> list[SignalScores]:
+    """Every signal for every row (embeddings and the judge through `session` when on);
+    the functional signal skips rows another signal already flags unless
+    `functional_on_flagged`. A sandbox that cannot isolate fails the run, saying how to
+    run without the functional signal."""
+    thresholds = config.thresholds()
+    embed = (
+        guarded_embedder(session.embed, embedding_status, config.embedding_max_chars)
+        if session is not None and config.use_embedding else None
+    )
+    try:
+        scores = index.score(ids, sources, embed=embed, timings=timings, function_names=names,
+                             functional_skip=None if config.functional_on_flagged else thresholds)
+    except SandboxUnavailable as exc:
+        raise dg.Failure(f"the functional signal needs an isolating sandbox: {exc}. Launch with use_functional=False "
+                         "to decontaminate without it (recall on paraphrased copies drops).") from exc
+    if session is not None and config.use_llm_judge:
+        problem_sources = {p.task_id: p.source for p in problems}
+        timings["judge_pairs"] = judge_doubtful(
+            scores, sources, problem_sources, thresholds, session.complete_json, JudgeConfig(max_pairs=config.judge_max_pairs)
+        )
+    return scores
+
+
+def run_metadata(
+    report: pl.DataFrame, config: DecontaminationConfig, problems: list[BenchmarkProblem], index: BenchmarkIndex,
+    timings: dict[str, float], embedding_status: dict[str, Any],
+) -> dict[str, Any]:
+    """`report_metadata` plus how the run went: embedding status, seconds per stage,
+    functional pairs / jobs, judge on or off, benchmark tasks whose tests were unusable."""
+    metadata = report_metadata(report, config.thresholds(), problems, config.audit_top_n)
+    metadata["embedding_status"] = (
+        "disabled" if not config.use_embedding
+        else embedding_status.get("error") and f"failed: {embedding_status['error']}"
+        or f"ok ({embedding_status.get('failed_rows', 0)} failed rows)"
+    )
+    counters = ("functional_", "judge_")
+    metadata.update({f"seconds/{name}": round(value, 3) for name, value in timings.items() if not name.startswith(counters)})
+    metadata.update({name.replace("_", "/", 1): int(value) for name, value in timings.items() if name.startswith(counters)})
+    metadata["judge"] = f"on ({JUDGE_PROMPT_VERSION})" if config.use_llm_judge else "off"
+    if index.functional is not None and index.functional.unusable:
+        metadata["functional/unusable_tasks"] = "; ".join(f"{task}: {why}" for task, why in index.functional.unusable.items())
+    return metadata
+
+
 SWEEP = {
     "max_ngram_overlap": [0.0, 0.1, 0.3, 0.5],
     "minhash_jaccard": [0.4, 0.5, 0.6, 0.7, 0.8],
     "ast_match_rate": [0.7, 0.8, 0.85, 0.9, 0.95],
     "embedding_cosine": [0.9, 0.95, 0.97, 0.99],
+    "functional_pass_rate": [0.5, 0.8, 1.0],
 }
 _SCORE_TASK = {
     "max_ngram_overlap": "ngram_task_id",
     "minhash_jaccard": "minhash_task_id",
     "ast_match_rate": "ast_task_id",
     "embedding_cosine": "embedding_task_id",
+    "functional_pass_rate": "functional_task_id",
 }
 
 
@@ -258,6 +374,8 @@ def report_metadata(report: pl.DataFrame, thresholds: Thresholds, problems: list
         **{f"removed_by/{signal}": fired.get(signal, 0) for signal in SIGNALS},
         **{f"removed_only_by/{signal}": only.get(signal, 0) for signal in SIGNALS},
         "ast_unparseable": int(report["ast_match_rate"].is_null().sum()),
+        "functional_run": int((report["functional_candidates"] > 0).sum()),
+        "judge_asked": int(report["judge_verdict"].is_not_null().sum()),
         "thresholds": dg.MetadataValue.md(threshold_table(report, thresholds)),
         "closest_kept_per_task": dg.MetadataValue.md(closest_kept(report, audit_top_n)),
     }
@@ -285,46 +403,43 @@ def contamination_report(
     overlap of docstring/code (`max_ngram_overlap`, `longest_shared_ngram` in tokens),
     MinHash Jaccard of identifier/literal-normalised code shingles (`minhash_jaccard`),
     embedding cosine and L2 distance through the LLM layer (`embedding_*`; null if
-    embeddings are off or failed), and the AST match rate of normalised syntax trees
-    (`ast_match_rate`; null if the code does not parse). `verdict` is `contaminated` when
-    any signal reaches its threshold, and `reason` says which, e.g.
-    `ast_match_rate 0.93 >= 0.8 vs HumanEval/12`. Metadata: removals per signal, a
-    threshold table, the closest *kept* exercise per task (audit) and the LLM cost."""
+    embeddings are off or failed), the AST match rate of normalised syntax trees
+    (`ast_match_rate`; null if the code does not parse; loops, comprehensions, augmented
+    assignment and negated if/else are rewritten into one form first), and the
+    functional signal: the exercise's function run in the sandbox against the official
+    tests of its candidate problems (top-k by AST/MinHash/embedding plus same-signature
+    problems); `functional_task_id` / `functional_tests_passed` / `functional_tests_total`
+    is the best candidate, `functional_outcome` why it stopped. With `use_llm_judge`,
+    rows just below the thresholds get an LLM verdict (`judge_*`). `verdict` is
+    `contaminated` when any signal reaches its threshold, and `reason` says which, e.g.
+    `ast_match_rate 0.93 >= 0.8 vs HumanEval/12` or `functional: passes 7/7 official
+    tests of HumanEval/0`. Metadata: removals per signal, a threshold table, the closest
+    *kept* exercise per task (audit) and the LLM cost."""
     with warehouse.materialization(context) as lake:
         if not lake.table_exists(EXERCISES_TABLE):
             raise dg.Failure(f"{EXERCISES_TABLE} does not exist yet; materialize code_exercises first")
         exercises = lake.query(f'SELECT * FROM "{EXERCISES_TABLE}" ORDER BY exercise_id')
         problems = load_benchmarks(config.include_humaneval, config.extra_benchmark_paths)
         thresholds = config.thresholds()
-        index = BenchmarkIndex([p.task_id for p in problems], [p.source for p in problems], config.similarity())
+        index = BenchmarkIndex.from_problems(problems, config.similarity(), functional=config.use_functional)
         ids = exercises["exercise_id"].to_list()
         sources = exercise_sources(exercises)
         names = exercises["function_name"].to_list() if "function_name" in exercises.columns else [None] * len(ids)
         timings: dict[str, float] = {}
         embedding_status: dict[str, Any] = {}
         llm_metadata: dict[str, Any] = {}
-        if config.use_embedding and ids:
-            with llm.session(context, warehouse) as session:
-                scores = index.score(ids, sources, embed=guarded_embedder(session.embed, embedding_status, config.embedding_max_chars), timings=timings)
-                report = report_rows(scores, names, thresholds)
-                lake.write_table(REPORT_TABLE, report)
-                llm_metadata = session.metadata()
-        else:
-            scores = index.score(ids, sources, embed=None, timings=timings)
+        with needs_session(config, llm, context, warehouse, bool(ids)) as session:
+            scores = score_rows(index, problems, ids, sources, names, config, session, timings, embedding_status)
             report = report_rows(scores, names, thresholds)
             lake.write_table(REPORT_TABLE, report)
+            llm_metadata = session.metadata() if session is not None else {}
         if embedding_status.get("error"):
             context.log.warning(f"embeddings failed, embedding signal skipped: {embedding_status['error']}")
-        metadata = report_metadata(report, thresholds, problems, config.audit_top_n)
-        metadata["embedding_status"] = (
-            "disabled" if not config.use_embedding
-            else embedding_status.get("error") and f"failed: {embedding_status['error']}"
-            or f"ok ({embedding_status.get('failed_rows', 0)} failed rows)"
-        )
-        metadata.update({f"seconds/{name}": round(value, 3) for name, value in timings.items()})
+        metadata = run_metadata(report, config, problems, index, timings, embedding_status)
         context.log.info(
             f"{REPORT_TABLE}: {metadata['contaminated']} of {report.height} exercises contaminated "
             f"(n-gram {metadata['removed_by/ngram']}, minhash {metadata['removed_by/minhash']}, "
-            f"ast {metadata['removed_by/ast']}, embedding {metadata['removed_by/embedding']})"
+            f"ast {metadata['removed_by/ast']}, embedding {metadata['removed_by/embedding']}, "
+            f"functional {metadata['removed_by/functional']}, judge {metadata['removed_by/judge']})"
         )
     return table_result(warehouse, REPORT_TABLE, {**metadata, **llm_metadata}, snapshot_id=lake.snapshot_id_published)

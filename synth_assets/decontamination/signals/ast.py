@@ -1,6 +1,8 @@
-"""Signal 4, AST match rate (phi-1 section 5.2): syntax trees with identifiers, literals
-and docstrings normalised away and statement lists hashed order-insensitively; the match
-rate is the multiset overlap of normalised subtrees.
+"""Signal 4, AST match rate (phi-1 section 5.2): syntax trees rewritten into one
+canonical structure (`ast_canonical`: loops, comprehensions, augmented assignment,
+negated if/else), with identifiers, literals and docstrings normalised away and
+statement lists hashed order-insensitively; the match rate is the multiset overlap of
+normalised subtrees.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from synth_assets.decontamination.signals.ast_canonical import canonical_tree
 from synth_assets.decontamination.signals.code_document import API_NAMES
+from synth_assets.decontamination.signals.nearest import top_positions
 
 
 @dataclass(frozen=True)
@@ -21,12 +25,16 @@ class AstConfig:
     # Subtrees smaller than this (a bare name or constant) are in every program and carry
     # no evidence; 3 nodes keeps e.g. `len(x)` and `x + 1`.
     min_subtree_nodes: int = 3
+    # Rewrite loops / comprehensions / augmented assignment / negated if-else into one
+    # form first (issue 17): restructured copies of HumanEval then match (README sweep).
+    canonical: bool = True
 
 
 @dataclass(frozen=True)
 class AstMatch:
     task_id: str | None
     match_rate: float | None  # None when the exercise does not parse
+    nearest: tuple[int, ...] = ()  # positions of the top-k problems, best first (when asked)
 
 
 _STATEMENT_LIST_FIELDS = frozenset({"body", "orelse", "finalbody", "handlers"})
@@ -51,7 +59,15 @@ def _name_hash(label: str) -> int:
     return hash(("Name", label if label in API_NAMES else "VAR"))
 
 
-def normalised_subtrees(source: str, config: AstConfig = AstConfig()) -> Counter | None:
+def parse_source(source: str) -> ast.Module | None:
+    """The parsed module, or None when the source does not parse."""
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
+def normalised_subtrees(source: str | ast.Module | None, config: AstConfig = AstConfig()) -> Counter | None:
     """Multiset of hashes of normalised statement/expression subtrees, or None if the
     source does not parse. Identifiers (other than builtins, typing names and attribute
     /keyword names, which belong to an API) become `VAR`, every literal becomes `CONST`,
@@ -59,11 +75,13 @@ def normalised_subtrees(source: str, config: AstConfig = AstConfig()) -> Counter
     reordering statements does not change a parent's hash.
 
     Hashes are Python's (salted per process): compare fingerprints made in one process
-    or in processes forked from it."""
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    or in processes forked from it. A parsed module may be passed instead of source; it
+    is rewritten in place when `config.canonical`."""
+    tree = parse_source(source) if isinstance(source, str) else source
+    if tree is None:
         return None
+    if config.canonical:
+        tree = canonical_tree(tree)
     found: Counter = Counter()
     min_nodes = config.min_subtree_nodes
     Name, Constant, arg_class, Attribute, keyword_class, alias = ast.Name, ast.Constant, ast.arg, ast.Attribute, ast.keyword, ast.alias
@@ -162,7 +180,7 @@ class AstIndex:
                 self.counts[row, self.vocabulary[digest]] = count
         self.totals = self.counts.sum(axis=1)
 
-    def query_fingerprint(self, fingerprint: Counter | None) -> AstMatch:
+    def query_fingerprint(self, fingerprint: Counter | None, top_k: int = 0) -> AstMatch:
         if fingerprint is None:
             return AstMatch(None, None)
         vocabulary = self.vocabulary
@@ -175,7 +193,8 @@ class AstIndex:
         shared = np.minimum(self.counts[:, index], counts).sum(axis=1)
         rates = shared / np.maximum(np.maximum(self.totals, total), 1)
         best = int(np.argmax(rates))
-        return AstMatch(self.task_ids[best], float(rates[best]))
+        nearest = top_positions(rates[None, :], top_k)[0] if top_k else ()
+        return AstMatch(self.task_ids[best], float(rates[best]), nearest)
 
-    def query(self, source: str) -> AstMatch:
-        return self.query_fingerprint(normalised_subtrees(source, self.config))
+    def query(self, source: str | ast.Module | None, top_k: int = 0) -> AstMatch:
+        return self.query_fingerprint(normalised_subtrees(source, self.config), top_k)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import xxhash
 
+from synth_assets.decontamination.signals.nearest import top_positions
+
 # The local embedder's words: lowercased runs of ASCII letters, digits and `_`.
 _BAG_WORD = re.compile(r"[a-z0-9_]+")
 
@@ -22,6 +24,7 @@ class EmbeddingMatch:
     task_id: str | None
     cosine: float | None
     l2: float | None  # distance between unit vectors, sqrt(2 - 2 cos)
+    nearest: tuple[int, ...] = ()  # positions (in task_ids) of the top-k problems (when asked)
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -35,14 +38,15 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 
 
 def nearest_by_embedding(
-    exercise_vectors: np.ndarray, problem_vectors: np.ndarray, task_ids: Sequence[str], block: int = 4096
+    exercise_vectors: np.ndarray, problem_vectors: np.ndarray, task_ids: Sequence[str], block: int = 4096, top_k: int = 0
 ) -> list[EmbeddingMatch]:
     """Nearest problem per exercise by cosine (one matrix multiply per block of exercises).
     An exercise whose vector failed gets an empty match; failed problems are skipped."""
     exercises = unit_rows(exercise_vectors)
     problems = unit_rows(problem_vectors)
     usable = np.isfinite(problems).all(axis=1)
-    problem_ids = [task_ids[i] for i in np.flatnonzero(usable)]
+    usable_positions = np.flatnonzero(usable)
+    problem_ids = [task_ids[i] for i in usable_positions]
     problems = problems[usable]
     matches: list[EmbeddingMatch] = []
     for start in range(0, len(exercises), block):
@@ -52,12 +56,16 @@ def nearest_by_embedding(
             cosines = np.nan_to_num(chunk) @ problems.T
             best = cosines.argmax(axis=1)
             best_cos = cosines[np.arange(len(chunk)), best]
+            nearest = top_positions(cosines - cosines.min() + 1e-6, top_k) if top_k else [()] * len(chunk)
         for row in range(len(chunk)):
             if not ok[row] or not len(problem_ids):
                 matches.append(EmbeddingMatch(None, None, None))
                 continue
             cosine = float(min(max(best_cos[row], -1.0), 1.0))
-            matches.append(EmbeddingMatch(problem_ids[best[row]], cosine, float(np.sqrt(max(2.0 - 2.0 * cosine, 0.0)))))
+            matches.append(EmbeddingMatch(
+                problem_ids[best[row]], cosine, float(np.sqrt(max(2.0 - 2.0 * cosine, 0.0))),
+                tuple(int(usable_positions[j]) for j in nearest[row]),
+            ))
     return matches
 
 

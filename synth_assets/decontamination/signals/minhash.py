@@ -18,6 +18,7 @@ import numpy as np
 
 from synth_assets.common.minhash import MinHasher, MinHashParams, estimated_jaccards, shingle_hashes, token_hashes
 from synth_assets.decontamination.signals.code_document import API_NAMES_LOWER, CodeDocument
+from synth_assets.decontamination.signals.nearest import top_positions
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class MinhashConfig:
 class MinhashMatch:
     task_id: str | None
     jaccard: float
+    nearest: tuple[int, ...] = ()  # positions of the top-k problems, best first (when asked)
 
 
 # --- tokens ------------------------------------------------------------------------
@@ -155,15 +157,16 @@ class MinhashIndex:
     def query(self, doc: CodeDocument) -> MinhashMatch:
         return self.query_batch([doc])[0]
 
-    def query_batch(self, docs: Sequence[CodeDocument]) -> list[MinhashMatch]:
+    def query_batch(self, docs: Sequence[CodeDocument], top_k: int = 0) -> list[MinhashMatch]:
         """Matches for many documents at once."""
         shingles = [self.shingles(doc) for doc in docs]
         empty = np.fromiter((not len(s) for s in shingles), dtype=bool, count=len(shingles))
-        return self.query_signatures(self.signatures_of(shingles), empty)
+        return self.query_signatures(self.signatures_of(shingles), empty, top_k=top_k)
 
-    def query_signatures(self, signatures: np.ndarray, empty: np.ndarray, block: int = 256) -> list[MinhashMatch]:
+    def query_signatures(self, signatures: np.ndarray, empty: np.ndarray, block: int = 256, top_k: int = 0) -> list[MinhashMatch]:
         """Nearest problem and estimated Jaccard for each signature (one numpy
-        comparison per block of exercises against every problem)."""
+        comparison per block of exercises against every problem); with `top_k`, the
+        positions of the k nearest problems too (the functional signal's candidates)."""
         if not len(self.task_ids):
             return [MinhashMatch(None, 0.0)] * len(signatures)
         matches: list[MinhashMatch] = []
@@ -173,7 +176,12 @@ class MinhashIndex:
             estimates[:, self._empty] = 0.0
             best = estimates.argmax(axis=1)
             best_estimates = estimates[np.arange(len(chunk)), best]
+            nearest = top_positions(estimates, top_k)
             for row, (index, estimate) in enumerate(zip(best.tolist(), best_estimates.tolist())):
                 is_empty = bool(empty[start + row])
-                matches.append(MinhashMatch(None, 0.0) if is_empty else MinhashMatch(self.task_ids[index], float(estimate)))
+                matches.append(
+                    MinhashMatch(None, 0.0) if is_empty
+                    else MinhashMatch(self.task_ids[index], float(estimate), nearest[row] if top_k else ())
+                )
         return matches
+

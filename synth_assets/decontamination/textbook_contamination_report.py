@@ -1,0 +1,93 @@
+"""`textbook_contamination_report`: every Python code block of `synthetic_textbook`
+scored against the benchmarks with the same signals and thresholds as the exercises
+(issue 17 point 4), one row per block with a verdict and a reason."""
+
+import hashlib
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from resources.llm import LLMResource
+from resources.warehouse import Warehouse
+from synth_assets.automation import on_upstream_change
+from synth_assets.common.tables import table_result
+from synth_assets.decontamination.benchmark_index import BenchmarkIndex
+from synth_assets.decontamination.benchmarks import load_benchmarks
+from synth_assets.decontamination.contamination_report import (
+    CODE_VERSION,
+    REPORT_SCHEMA,
+    DecontaminationConfig,
+    needs_session,
+    report_rows,
+    run_metadata,
+    score_rows,
+)
+from synth_assets.synthesis.synthetic_textbook import SECTIONS_TABLE, code_blocks
+
+TEXTBOOK_REPORT_TABLE = "textbook_contamination_report"
+BLOCK_SCHEMA = {"block_id": pl.Utf8, "section_id": pl.Utf8, "block_index": pl.Int64, "code": pl.Utf8}
+TEXTBOOK_REPORT_SCHEMA = {
+    "block_id": pl.Utf8, "section_id": pl.Utf8, "block_index": pl.Int64,
+    **{name: dtype for name, dtype in REPORT_SCHEMA.items() if name not in ("exercise_id", "function_name")},
+}
+
+
+def textbook_blocks(sections: pl.DataFrame) -> pl.DataFrame:
+    """One row per fenced code block of each section; `block_id` is a content hash of
+    the section id, the block's position and its code (a re-run gives the same ids)."""
+    rows = []
+    for section_id, text in zip(sections["section_id"].to_list(), sections["text"].to_list()):
+        for position, code in enumerate(code_blocks(text or "")):
+            digest = hashlib.sha256(f"{section_id}|{position}|{code}".encode()).hexdigest()[:16]
+            rows.append({"block_id": digest, "section_id": section_id, "block_index": position, "code": code})
+    return pl.DataFrame(rows, schema=BLOCK_SCHEMA)
+
+
+def block_report(blocks: pl.DataFrame, report: pl.DataFrame) -> pl.DataFrame:
+    """The exercise-shaped report re-keyed by block (same row order)."""
+    keyed = report.drop("function_name").rename({"exercise_id": "block_id"})
+    return blocks.select("block_id", "section_id", "block_index").hstack(keyed.drop("block_id")).select(list(TEXTBOOK_REPORT_SCHEMA))
+
+
+@dg.asset(
+    name=TEXTBOOK_REPORT_TABLE,
+    deps=[dg.AssetKey(SECTIONS_TABLE)],
+    group_name="decontamination",
+    kinds={"duckdb", "python"},
+    owners=["team:synth-assets"],
+    code_version=CODE_VERSION,
+    automation_condition=on_upstream_change(),
+)
+def textbook_contamination_report(
+    context: dg.AssetExecutionContext, config: DecontaminationConfig, warehouse: Warehouse, llm: LLMResource
+) -> dg.MaterializeResult:
+    """Every Python code block of `synthetic_textbook` scored against the benchmark
+    problems with the signals and thresholds of `contamination_report` (n-gram, MinHash,
+    AST, embedding, functional when a block defines a function, the LLM judge when on).
+    One row per block: `block_id`, `section_id`, `block_index`, the scores, `verdict`
+    (`clean` / `contaminated`) and `reason`. Sections with contaminated blocks are
+    listed in metadata for the release to leave out."""
+    with warehouse.materialization(context) as lake:
+        if not lake.table_exists(SECTIONS_TABLE):
+            raise dg.Failure(f"{SECTIONS_TABLE} does not exist yet; materialize it first")
+        sections = lake.query(f'SELECT section_id, text FROM "{SECTIONS_TABLE}" ORDER BY section_id')
+        blocks = textbook_blocks(sections)
+        problems = load_benchmarks(config.include_humaneval, config.extra_benchmark_paths)
+        index = BenchmarkIndex.from_problems(problems, config.similarity(), functional=config.use_functional)
+        ids, sources = blocks["block_id"].to_list(), blocks["code"].to_list()
+        timings: dict[str, float] = {}
+        embedding_status: dict[str, Any] = {}
+        llm_metadata: dict[str, Any] = {}
+        with needs_session(config, llm, context, warehouse, bool(ids)) as session:
+            scores = score_rows(index, problems, ids, sources, [None] * len(ids), config, session, timings, embedding_status)
+            report = report_rows(scores, [None] * len(ids), config.thresholds())
+            table = block_report(blocks, report)
+            lake.write_table(TEXTBOOK_REPORT_TABLE, table)
+            llm_metadata = session.metadata() if session is not None else {}
+        metadata = run_metadata(report, config, problems, index, timings, embedding_status)
+        flagged = table.filter(pl.col("verdict") != "clean")["section_id"].unique().sort().to_list()
+        metadata.update({"sections": sections.height, "blocks": table.height,
+                         "sections_with_contaminated_blocks": ", ".join(flagged[:50]) or "none"})
+        context.log.info(f"{TEXTBOOK_REPORT_TABLE}: {metadata['contaminated']} of {table.height} code blocks contaminated")
+    return table_result(warehouse, TEXTBOOK_REPORT_TABLE, {**metadata, **llm_metadata}, snapshot_id=lake.snapshot_id_published)
