@@ -37,6 +37,9 @@ LLM_ASSETS = (
     "code_exercises",
     "contamination_report",  # embeds exercises for the embedding signal
     "decontaminated_exercises",
+    "personas",
+    "case2code",
+    "textbook_contamination_report",  # embeds code blocks for the embedding signal
 )
 
 # The ledger columns the report reads (ARCHITECTURE.md, "The LLM layer contract").
