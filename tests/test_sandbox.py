@@ -48,7 +48,19 @@ needs_isolation = pytest.mark.skipif(
 )
 
 
-def leftover_sandbox_processes() -> list[int]:
+def leftover_sandbox_processes(ignore: set[int] | frozenset[int] = frozenset(), settle_s: float = 3.0) -> list[int]:
+    """Sandbox processes still alive, other than `ignore` (those that existed before the
+    test: other test runs on a shared machine run sandboxes too). A process of another run
+    that started meanwhile ends within `settle_s`; a leaked one of ours does not."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        alive = [pid for pid in _sandbox_processes() if pid not in ignore]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+def _sandbox_processes() -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -110,11 +122,12 @@ def test_printing_a_fake_verdict_does_not_pass():
 
 @needs_isolation
 def test_infinite_loop_is_killed_on_the_wall_clock_timeout():
+    before = set(_sandbox_processes())
     started = time.monotonic()
     result = run_solution("while True:\n    pass\n", [], SandboxLimits(timeout_s=1.0, cpu_s=30))
     assert not result.passed and result.reason == "timeout"
     assert time.monotonic() - started < 5
-    assert leftover_sandbox_processes() == []
+    assert leftover_sandbox_processes(ignore=before) == []
 
 
 @needs_isolation
