@@ -181,6 +181,9 @@ ChunkScores = tuple[
     str | None, float, int, str | None, float, str | None, float | None, tuple[int, ...], tuple[str, Signature] | None
 ]
 
+# How long forked workers may take (plus 10 ms per exercise) before the parent scores alone.
+FORKED_WORKERS_TIMEOUT_S = 120.0
+
 # The index a forked worker scores with: set in the parent just before the pool forks, so
 # workers inherit it (and the parent's string-hash salt, which the AST hashes rely on)
 # instead of unpickling it.
@@ -312,7 +315,14 @@ class BenchmarkIndex:
                     pending = pool.map_async(_score_in_forked_worker, chunks, chunksize=1)
                     if embed is not None:  # HTTP / embedding work overlaps the workers
                         problem_vectors, exercise_vectors = self._embed(embed, sources, timings)
-                    results = pending.get()
+                    try:
+                        results = pending.get(timeout=FORKED_WORKERS_TIMEOUT_S + 0.01 * len(sources))
+                    except multiprocessing.TimeoutError:
+                        # A child forked from a many-threaded parent can inherit a lock some
+                        # other thread held (seen once under pytest): score here instead.
+                        pool.terminate()
+                        timings["forked_workers_timed_out"] = 1.0
+                        results = [self.score_sources(*chunk) for chunk in chunks]
             finally:
                 _FORKED_INDEX = None
         else:
