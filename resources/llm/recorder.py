@@ -70,6 +70,9 @@ def write_rows(lake: Lake, cache_rows: list[dict], ledger_rows: list[dict], dedu
     write whose outcome is unknown)."""
     if not cache_rows and not ledger_rows:
         return
+    cache_rows = store.without_stored(lake, store.CACHE_TABLE, "cache_key", cache_rows)
+    if dedup_ledger:
+        ledger_rows = store.without_stored(lake, store.CALLS_TABLE, "call_id", ledger_rows)
 
     def write(conn: duckdb.DuckDBPyConnection) -> None:
         store.insert_rows(conn, store.CACHE_TABLE, store.CACHE_SCHEMA, cache_rows, key="cache_key")
