@@ -164,11 +164,11 @@ def double_embedder(tmp: Path):
 
     from resources.llm import LLMResource
     from resources.warehouse import Warehouse
-    from tests.openai_double import OpenAIDouble
+    from tests.openai_double import TEST_KEY_REF, OpenAIDouble
 
     stack = ExitStack()
     server = stack.enter_context(OpenAIDouble(record=False))
-    llm = LLMResource(base_url=server.base_url, api_key="sk-test-secret", model="gpt-4o-mini",
+    llm = LLMResource(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini",
                       embedding_model="text-embedding-3-small", embed_batch_size=256)
     session = stack.enter_context(llm.session(None, Warehouse(path=str(tmp / "bench.duckdb"))))
     return session.embed, stack

@@ -25,6 +25,7 @@ import openai
 
 from resources.llm import ChatRequest, LLMResource
 from resources.warehouse import Warehouse
+from tests.openai_double import TEST_KEY_REF
 
 TARGET_FRACTION_UP_TO_16 = 0.8
 TARGET_VS_BASELINE_AT_64 = 1.5
@@ -61,7 +62,7 @@ def n_requests_for(concurrency: int) -> int:
 
 def run_resource(base_url: str, warehouse: Warehouse, concurrency: int, requests: list[ChatRequest]) -> tuple[float, float]:
     llm = LLMResource(
-        base_url=base_url, api_key="sk-bench", model="gpt-4o-mini", max_concurrency=concurrency,
+        base_url=base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini", max_concurrency=concurrency,
         max_cost_usd=None, progress_interval_s=3600,
     )  # fmt: skip
     with llm.session(None, warehouse) as session:

@@ -334,6 +334,7 @@ def run_size(folder: Path, latency_s: float, repeats: int, baseline_docs: int) -
 
     from quality_checks.checks import all_check_specs, evaluate_spec
     from resources.llm import LLMResource
+    from tests.openai_double import TEST_KEY_REF
     from resources.warehouse import Warehouse
     from synth_assets.filtering.annotated_sample import annotated_sample
     from synth_assets.filtering.filtered_textbook import FilterConfig, filtered_textbook
@@ -347,7 +348,7 @@ def run_size(folder: Path, latency_s: float, repeats: int, baseline_docs: int) -
     warehouse = Warehouse(path=str(folder / "lake"))
     double, base_url = start_grading_double(latency_s)
     llm = LLMResource(
-        base_url=base_url, api_key="sk-bench", model="gpt-4o-mini", max_concurrency=64, max_cost_usd=None,
+        base_url=base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini", max_concurrency=64, max_cost_usd=None,
         progress_interval_s=3600,
     )  # fmt: skip
     resources = {"warehouse": warehouse, "llm": llm}

@@ -22,9 +22,10 @@ WORKERS = 4
 
 def llm_worker(lake_path: str, base_url: str, worker: str, answers: str) -> dict:
     from resources.llm import ChatRequest, LLMResource
+    from tests.openai_double import TEST_KEY_REF
     from resources.warehouse import Warehouse
 
-    llm = LLMResource(base_url=base_url, api_key="sk-bench", model="gpt-4o-mini", max_concurrency=32, timeout_s=60)
+    llm = LLMResource(base_url=base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini", max_concurrency=32, timeout_s=60)
     requests = [
         ChatRequest(messages=[{"role": "user", "content": f"worker {worker} question {i}"}], max_tokens=16)
         for i in range(int(answers))

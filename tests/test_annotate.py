@@ -23,7 +23,7 @@ from synth_assets.filtering.annotated_sample import (
     sample_in_sql,
     truncate_for_prompt,
 )
-from tests.openai_double import OpenAIDouble
+from tests.openai_double import OpenAIDouble, TEST_KEY_REF
 
 
 def corpus_frame(counts: dict[str, int]) -> pl.DataFrame:
@@ -195,7 +195,7 @@ def test_annotated_sample_grades_through_llm_layer_and_keeps_failed_rows(warehou
     warehouse.write_table("raw_stack_plus", raw_stack_plus_frame(contents))
 
     with OpenAIDouble(chat=grading_responder) as server:
-        llm = LLMResource(base_url=server.base_url, api_key="sk-test-secret", model="gpt-4o-mini",
+        llm = LLMResource(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini",
                           embedding_model="text-embedding-3-small")
         result = dg.materialize(
             [annotated_sample],
@@ -239,7 +239,7 @@ def test_annotated_sample_fails_clearly_on_empty_corpus(warehouse):
     warehouse.write_table("raw_stack_plus", raw_stack_plus_frame([("a", "x=1\n")]).clear())
     result = dg.materialize(
         [annotated_sample],
-        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key="sk-x")},
+        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
         raise_on_error=False,
     )
     assert not result.success

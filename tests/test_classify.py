@@ -28,7 +28,7 @@ from synth_assets.filtering.quality_classifier import (
     training_data_hash,
 )
 from synth_assets.filtering.features import EMBEDDINGS, HASHED_NGRAMS, code_tokens
-from tests.openai_double import OpenAIDouble, hashed_bag_of_words
+from tests.openai_double import OpenAIDouble, hashed_bag_of_words, TEST_KEY_REF
 
 NOUNS = ["apple", "invoice", "student", "planet", "ticket", "recipe", "sensor", "library", "garden", "rocket"]
 VERBS = ["count", "sort", "filter", "average", "collect", "find", "group", "clean"]
@@ -252,7 +252,7 @@ def test_quality_classifier_asset_trains_saves_and_records_a_version(warehouse, 
     write_training_tables(warehouse)
     artefacts = tmp_path / "models"
     with OpenAIDouble() as server:
-        llm = LLMResource(base_url=server.base_url, api_key="sk-test-secret", model="gpt-4o-mini",
+        llm = LLMResource(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini",
                           embedding_model="text-embedding-3-small")
         config = ClassifierConfig(n_estimators=30, hashed_n_features=2**14, cv_folds=3, artefact_dir=str(artefacts))
         result = dg.materialize(
@@ -287,7 +287,7 @@ def test_quality_classifier_single_class_fails_naming_the_setting(warehouse, tmp
     config = ClassifierConfig(feature_sets=[HASHED_NGRAMS], artefact_dir=str(tmp_path / "m"))
     result = dg.materialize(
         [quality_classifier],
-        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key="sk-x")},
+        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
         run_config=dg.RunConfig({"quality_classifier": config}),
         raise_on_error=False,
     )

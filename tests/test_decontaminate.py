@@ -14,7 +14,7 @@ from synth_assets.decontamination.benchmarks import load_humaneval
 from synth_assets.decontamination.contamination_report import REPORT_SCHEMA, DecontaminationConfig, contamination_report
 from synth_assets.decontamination.decontaminated_exercises import decontaminated_exercises
 from tests.contamination_variants import VARIANTS, plant_variants, stdlib_exercises
-from tests.openai_double import OpenAIDouble
+from tests.openai_double import OpenAIDouble, TEST_KEY_REF
 
 HUMANEVAL = load_humaneval()
 ASSETS = [contamination_report, decontaminated_exercises]
@@ -41,7 +41,7 @@ def exercises_frame(planted_every: int = 8, n_clean: int = 150) -> tuple[pl.Data
 
 
 def llm_for(server: OpenAIDouble) -> LLMResource:
-    return LLMResource(base_url=server.base_url, api_key="sk-test-secret", model="gpt-4o-mini",
+    return LLMResource(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini",
                        embedding_model="text-embedding-3-small", max_retries=0, embed_batch_size=256)
 
 

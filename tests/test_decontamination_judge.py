@@ -15,7 +15,7 @@ from synth_assets.decontamination.benchmarks import load_humaneval
 from synth_assets.decontamination.contamination_report import DecontaminationConfig, contamination_report
 from synth_assets.decontamination.signals.judge import JudgeConfig, JudgeVerdict, doubtful_pairs, judge_doubtful
 from tests.contamination_variants import make_variant, stdlib_exercises
-from tests.openai_double import OpenAIDouble
+from tests.openai_double import OpenAIDouble, TEST_KEY_REF
 
 THRESHOLDS = Thresholds(use_embedding=False)
 
@@ -82,7 +82,7 @@ def exercises_frame() -> pl.DataFrame:
 
 
 def materialize(warehouse, server, **config):
-    llm = LLMResource(base_url=server.base_url, api_key="sk-test-secret", model="gpt-4o-mini",
+    llm = LLMResource(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini",
                       embedding_model="text-embedding-3-small", max_retries=0)
     result = dg.materialize([contamination_report], resources={"warehouse": warehouse, "llm": llm},
                             run_config=dg.RunConfig({"contamination_report": DecontaminationConfig(**config)}))

@@ -20,7 +20,7 @@ from synth_assets.synthesis.exercise_drafts import (
     validate_function,
 )
 from synth_assets.synthesis.prompt_plans import load_catalog, plan_exercises
-from tests.openai_double import OpenAIDouble
+from tests.openai_double import OpenAIDouble, TEST_KEY_REF
 
 GOOD = 'def double_it(n):\n    """Return n doubled."""\n    return n * 2\n'
 
@@ -129,7 +129,7 @@ def exercise_responder(body: dict) -> str:
 
 
 def llm_for(server: OpenAIDouble) -> LLMResource:
-    return LLMResource(base_url=server.base_url, api_key="sk-test-secret", model="gpt-4o-mini",
+    return LLMResource(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini",
                        embedding_model="text-embedding-3-small", max_retries=0)
 
 

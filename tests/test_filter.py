@@ -11,7 +11,7 @@ from resources.llm import LLMResource
 from synth_assets.filtering.quality_classifier import ClassifierConfig, record_version, save_model, train_quality_model
 from synth_assets.filtering.features import EMBEDDINGS, HASHED_NGRAMS, truncate_for_embedding
 from synth_assets.filtering.filtered_textbook import FilterConfig, filtered_textbook, iter_batches, score_histogram
-from tests.openai_double import OpenAIDouble, hashed_bag_of_words
+from tests.openai_double import OpenAIDouble, hashed_bag_of_words, TEST_KEY_REF
 from tests.test_classify import annotation_rows, junk_doc, labelled_corpus, raw_stack_plus_rows, tutorial_doc
 
 
@@ -67,7 +67,7 @@ def test_filtered_textbook_scores_all_rows_in_batches(warehouse, tmp_path):
     warehouse.write_table("raw_stack_plus", raw_stack_plus_rows(texts))
     result = dg.materialize(
         [filtered_textbook],
-        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key="sk-x")},
+        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
         run_config=dg.RunConfig({"filtered_textbook": FilterConfig(batch_size=4, quality_threshold=0.5)}),
     )
     assert result.success
@@ -102,7 +102,7 @@ def test_keep_token_share_keeps_the_best_scored_documents_up_to_that_share(wareh
     warehouse.write_table("raw_stack_plus", raw_stack_plus_rows(texts))
     result = dg.materialize(
         [filtered_textbook],
-        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key="sk-x")},
+        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
         run_config=dg.RunConfig({"filtered_textbook": FilterConfig(batch_size=7, keep_token_share=0.3)}),
     )
     assert result.success
@@ -140,7 +140,7 @@ def test_filtered_textbook_with_embeddings_records_failed_rows(warehouse, tmp_pa
     texts = corpus(6, 5) + [f"# {BROKEN}\nx = 1\n"]
     warehouse.write_table("raw_stack_plus", raw_stack_plus_rows(texts))
     with OpenAIDouble(embed=embed_or_fail) as server:
-        llm = LLMResource(base_url=server.base_url, api_key="sk-test-secret", embedding_model="text-embedding-3-small",
+        llm = LLMResource(base_url=server.base_url, api_key=TEST_KEY_REF, embedding_model="text-embedding-3-small",
                           embed_batch_size=1, max_retries=0)
         result = dg.materialize(
             [filtered_textbook],
@@ -167,7 +167,7 @@ def test_filtered_textbook_without_a_classifier_fails_clearly(warehouse):
     warehouse.write_table("raw_stack_plus", raw_stack_plus_rows(corpus(1, 1)))
     result = dg.materialize(
         [filtered_textbook],
-        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key="sk-x")},
+        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
         raise_on_error=False,
     )
     assert not result.success

@@ -14,11 +14,11 @@ from synth_assets.instructions.rouge import rouge_l
 from synth_assets.instructions.seed_pool import load_seed_tasks
 from synth_assets.instructions.self_instruct import SelfInstructConfig, self_instruct
 from tests.instruction_doubles import CODE_OUTPUT, FAILING_CODE_OUTPUT, self_instruct_responder
-from tests.openai_double import OpenAIDouble
+from tests.openai_double import OpenAIDouble, TEST_KEY_REF
 
 
 def llm_for(server) -> LLMResource:
-    return LLMResource(base_url=server.base_url, api_key="sk-test-secret", model="gpt-4o-mini",
+    return LLMResource(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini",
                        embedding_model="text-embedding-3-small", max_retries=0)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import logging
 import time
 
@@ -22,6 +23,8 @@ from resources.warehouse import Warehouse
 from tests.openai_double import OpenAIDouble, chat_usage
 
 SECRET = "sk-test-secret-3f9a1c"
+SECRET_ENV = "SYNTH_TEST_LLM_SECRET"
+os.environ.setdefault(SECRET_ENV, SECRET)
 
 
 class Grade(BaseModel):
@@ -33,7 +36,7 @@ class Grade(BaseModel):
 def make_llm(server: OpenAIDouble, **overrides) -> LLMResource:
     settings = dict(
         base_url=server.base_url,
-        api_key=SECRET,
+        api_key=f"env:{SECRET_ENV}",
         model="gpt-4o-mini",
         embedding_model="text-embedding-3-small",
         retry_base_delay_s=0.01,

@@ -11,7 +11,7 @@ import pytest
 from resources.llm import ChatRequest, LLMResource
 from resources.llm import batch as batch_module
 from resources.llm import store
-from tests.openai_double import OpenAIDouble
+from tests.openai_double import OpenAIDouble, TEST_KEY_REF
 
 
 class Killed(BaseException):
@@ -19,7 +19,7 @@ class Killed(BaseException):
 
 
 def make_llm(server: OpenAIDouble, **overrides) -> LLMResource:
-    settings = dict(base_url=server.base_url, api_key="sk-loopback-placeholder", model="gpt-4o-mini", batch_mode=True,
+    settings = dict(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini", batch_mode=True,
                     batch_poll_interval_s=0.05, batch_timeout_s=20.0, retry_base_delay_s=0.01)  # fmt: skip
     settings.update(overrides)
     return LLMResource(**settings)

@@ -10,7 +10,7 @@ import pytest
 from resources.llm import ChatRequest, LLMResource
 from resources.llm.errors import LLMConfigError
 from resources.llm.pricing import price_usd
-from tests.openai_double import OpenAIDouble, chat_usage
+from tests.openai_double import OpenAIDouble, chat_usage, TEST_KEY_REF
 
 # A fine-tune that genai-prices cannot price (OpenAI's own "ft:gpt-4o-mini:..." ids it prices
 # at the fine-tuned rate: see the last test).
@@ -18,7 +18,7 @@ FINE_TUNED = "acme-coder-ft-7b"
 
 
 def make_llm(server: OpenAIDouble, **overrides) -> LLMResource:
-    settings = dict(base_url=server.base_url, api_key="sk-loopback-placeholder", model="gpt-4o-mini",
+    settings = dict(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini",
                     embedding_model="text-embedding-3-small", max_concurrency=1, retry_base_delay_s=0.01)  # fmt: skip
     settings.update(overrides)
     return LLMResource(**settings)

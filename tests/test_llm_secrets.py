@@ -100,3 +100,14 @@ def test_a_reference_to_an_unset_variable_says_which(warehouse, monkeypatch):
     with pytest.raises(LLMConfigError, match=KEY_ENV):
         with LLMResource(base_url=REMOTE, api_key=f"env:{KEY_ENV}").session(None, warehouse):
             pass
+
+
+def test_a_literal_key_is_refused_for_a_loopback_endpoint_too(warehouse):
+    """A local server takes any placeholder, but a literal is still stored with the run's
+    configuration, so it is refused there as everywhere: put the placeholder in an
+    environment variable."""
+    literal = "sk-local-Hq27Vd5Lx8Pe"
+    with pytest.raises(LLMConfigError) as error:
+        with LLMResource(base_url="http://127.0.0.1:8080/v1", api_key=literal).session(None, warehouse):
+            pass
+    assert pieces(str(error.value), literal) == []

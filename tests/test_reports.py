@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 from datetime import date, datetime, timezone
+from tests.openai_double import TEST_KEY_REF
 
 import dagster as dg
 import polars as pl
@@ -211,7 +212,7 @@ def test_report_on_the_ledger_the_llm_layer_writes(warehouse):
     requests = [ChatRequest(messages=[{"role": "user", "content": f"question {i}"}]) for i in range(3)]
     with OpenAIDouble() as server:
         # no budget: the unpriced model could not be held to one (a configuration error otherwise)
-        settings = dict(base_url=server.base_url, api_key="sk-test-secret", embedding_model="text-embedding-3-small", max_cost_usd=None,
+        settings = dict(base_url=server.base_url, api_key=TEST_KEY_REF, embedding_model="text-embedding-3-small", max_cost_usd=None,
                         retry_base_delay_s=0.01, timeout_s=5.0)
         for model in ("gpt-4o-mini", "gpt-4o-mini", "no-such-model-xyz"):  # paid, cached, unpriced
             with LLMResource(model=model, **settings).session(None, warehouse) as session:

@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from tests.openai_double import TEST_KEY_REF
 
 import pytest
 
@@ -308,7 +309,7 @@ def test_code_exercises_refuses_before_any_llm_call_and_runs_only_with_the_overr
     monkeypatch.setattr(module, "SandboxLimits", functools.partial(SandboxLimits, backend="bubblewrap", bwrap="/nonexistent/bwrap"))
     answer = json.dumps({"parameters": ["n"], "docstring": "Double.", "body": "return n * 2", "tests": []})
     with OpenAIDouble(chat=lambda body: answer) as server:
-        llm = module.LLMResource(base_url=server.base_url, api_key="sk-test-secret", model="gpt-4o-mini",
+        llm = module.LLMResource(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini",
                                  embedding_model="text-embedding-3-small", max_retries=0)
         refused = dg.materialize(
             [module.code_exercises], resources={"warehouse": warehouse, "llm": llm}, raise_on_error=False,

@@ -13,7 +13,7 @@ import dagster as dg
 from resources.llm import LLMResource
 from synth_assets.synthesis.synthetic_textbook import SyntheticTextbookConfig, blocks_parse, code_blocks, required_words_used, synthetic_textbook
 from synth_assets.synthesis.textbook_prompts import TextbookPromptsConfig, textbook_prompts
-from tests.openai_double import OpenAIDouble
+from tests.openai_double import OpenAIDouble, TEST_KEY_REF
 
 CANNED = (
     "Sorting puts items in order. Imagine a row of books on a shelf that you arrange by height, "
@@ -46,7 +46,7 @@ def section_responder(body: dict) -> str:
 
 
 def run(warehouse, server, n_prompts=15, seed=0):
-    llm = LLMResource(base_url=server.base_url, api_key="sk-test-secret", model="gpt-4o-mini",
+    llm = LLMResource(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini",
                       embedding_model="text-embedding-3-small", max_retries=0)
     return dg.materialize(
         [textbook_prompts, synthetic_textbook],

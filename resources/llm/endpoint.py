@@ -11,15 +11,14 @@ changes every session), `host` (host[:port]) goes into the ledger.
 
 The api key is configured only as a reference to an environment variable (`env:NAME`,
 or `dg.EnvVar("NAME")` in code), so no key is ever part of a run's stored configuration;
-a literal is refused for any endpoint that is not on this machine (a loopback server,
-such as vLLM or llama.cpp run locally, takes any placeholder). Error text is redacted
+a literal is refused for every endpoint, a loopback server included (vLLM or llama.cpp
+run locally take any placeholder: put it in an environment variable). Error text is redacted
 of any 4+ character piece of the key, which is how providers echo it back
 (OpenAI's 401: "Incorrect API key provided: sk-proj-****...abcd").
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 from contextlib import ExitStack
@@ -94,20 +93,12 @@ def redact_secret(text: str, secret: str, min_chars: int = MIN_REDACTED_CHARS) -
     return "".join(out)
 
 
-def is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def resolve_api_key(setting: str | None, base_url: str | None) -> str | None:
-    """The key to send: from the `env:NAME` reference, else OPENAI_API_KEY. A literal is
-    accepted only for a loopback endpoint (a local server's placeholder); for any other it
-    is a configuration error that names the fix and never echoes the value."""
+    """The key to send: from the `env:NAME` reference, else OPENAI_API_KEY. A literal is a
+    configuration error for every endpoint, loopback included (it would be stored with the
+    run's configuration all the same); the error names the fix and never echoes the value."""
     if setting is None or setting == "":
         return os.environ.get(OPENAI_API_KEY_ENV) or None
     if setting.startswith(ENV_REFERENCE_PREFIX):
@@ -116,8 +107,6 @@ def resolve_api_key(setting: str | None, base_url: str | None) -> str | None:
         if not value:
             raise LLMConfigError(f"api_key refers to environment variable {name!r}, which is not set")
         return value
-    if base_url is not None and is_loopback(base_url):
-        return setting
     raise LLMConfigError(
         "api_key must name an environment variable: 'env:OPENAI_API_KEY' in run config or YAML, "
         "dg.EnvVar('OPENAI_API_KEY') in code, or leave it unset to read OPENAI_API_KEY. A key typed as a "
