@@ -16,6 +16,15 @@ every default. One table per asset, named after it:
       { kind = "stackoverflow", path = "/data/stackexchange/Posts.xml" },
     ]
 
+Every asset's config follows the same rule (`with_settings`): a field the launchpad set
+wins for that run, else the value under the asset's table here, else the field's default:
+
+    [code_exercises]
+    n_exercises = 10000
+
+    [synthetic_textbook]
+    max_tokens = 1200
+
 Endpoints and budgets are the `llm` resource's business (its fields, or OPENAI_BASE_URL,
 OPENAI_API_KEY, SYNTH_ASSETS_CHAT_MODEL in the environment), and the lake's the `warehouse`
 resource's: resources already apply to every run.
@@ -26,7 +35,9 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+ConfigT = TypeVar("ConfigT")
 
 SETTINGS_ENV = "SYNTH_ASSETS_SETTINGS"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -64,3 +75,41 @@ def asset_settings(asset_name: str) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise SettingsError(f"[{asset_name}] in {settings_path()} must be a table, not {type(table).__name__}")
     return table
+
+
+def with_settings(config: ConfigT, asset_name: str) -> ConfigT:
+    """`config` with each field the launchpad did not set taken from `[asset_name]` in the
+    settings file: the launchpad wins for its run, the file for every run (sensor,
+    schedule and automation runs included), the field's default where neither says.
+
+    Which fields the launchpad set is pydantic's `model_fields_set`: Dagster builds the
+    config from the run config's keys only. A key in the file that is not a field of the
+    asset's config, or a value of the wrong type, is a SettingsError naming the file."""
+    table = asset_settings(asset_name)
+    if not table:
+        return config
+    fields = type(config).model_fields
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise SettingsError(
+            f"[{asset_name}] in {settings_path()} has {', '.join(unknown)}, which "
+            f"{'is not a setting' if len(unknown) == 1 else 'are not settings'} of {asset_name}; "
+            f"its settings are: {', '.join(sorted(fields))}"
+        )
+    explicit = config.model_fields_set
+    merged = {name: getattr(config, name) for name in fields}
+    merged.update({name: value for name, value in table.items() if name not in explicit})
+    try:
+        return type(config)(**merged)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"[{asset_name}] in {settings_path()}: {exc}") from exc
+
+
+def settings_origin(config: Any, asset_name: str) -> dict[str, str]:
+    """Where each setting that differs from its default came from ("launchpad" or
+    "settings file"), for a materialization's metadata."""
+    table = asset_settings(asset_name)
+    explicit = getattr(config, "model_fields_set", set())
+    origin = {name: "launchpad" for name in explicit}
+    origin.update({name: "settings file" for name in table if name not in explicit})
+    return origin

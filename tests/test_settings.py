@@ -1,0 +1,53 @@
+"""with_settings: the launchpad wins for its run, the settings file for every run, the
+field's default where neither says; a wrong key or type is a clear SettingsError."""
+
+
+import dagster as dg
+import pytest
+
+from synth_assets.settings import SettingsError, settings_origin, with_settings
+
+
+class SizesConfig(dg.Config):
+    n_items: int = 24
+    max_tokens: int = 400
+
+
+def materialized_config(run_config=None) -> SizesConfig:
+    seen: list[SizesConfig] = []
+
+    @dg.asset(name="sized")
+    def sized(config: SizesConfig) -> None:
+        seen.append(with_settings(config, "sized"))
+
+    assert dg.materialize([sized], run_config=run_config or {}).success
+    return seen[0]
+
+
+@pytest.fixture
+def settings_file(tmp_path, monkeypatch):
+    path = tmp_path / "synth_assets.toml"
+    monkeypatch.setenv("SYNTH_ASSETS_SETTINGS", str(path))
+    return path
+
+
+def test_the_file_sets_every_run_and_the_launchpad_wins_for_its_own(settings_file):
+    settings_file.write_text("[sized]\nn_items = 10000\nmax_tokens = 1200\n")
+    assert materialized_config() == SizesConfig(n_items=10000, max_tokens=1200)
+    one_off = materialized_config({"ops": {"sized": {"config": {"n_items": 5}}}})
+    assert one_off == SizesConfig(n_items=5, max_tokens=1200)
+    assert settings_origin(SizesConfig(n_items=5), "sized") == {"n_items": "launchpad", "max_tokens": "settings file"}
+
+
+def test_no_table_means_the_defaults(settings_file):
+    settings_file.write_text("[other]\nx = 1\n")
+    assert materialized_config() == SizesConfig()
+
+
+def test_an_unknown_key_or_a_wrong_type_names_the_file(settings_file):
+    settings_file.write_text("[sized]\nn_itemz = 3\n")
+    with pytest.raises(SettingsError, match="n_itemz.*its settings are: max_tokens, n_items"):
+        with_settings(SizesConfig(), "sized")
+    settings_file.write_text('[sized]\nn_items = "many"\n')
+    with pytest.raises(SettingsError, match=str(settings_file)):
+        with_settings(SizesConfig(), "sized")
