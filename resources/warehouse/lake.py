@@ -38,7 +38,11 @@ _databases: dict[tuple, duckdb.DuckDBPyConnection] = {}
 _databases_lock = threading.Lock()
 
 # What a failed commit between concurrent writers looks like; anything else is a real error.
-_RETRYABLE = ("database is locked", "conflict", "busy", "could not serialize", "deadlock")
+# "does not have any columns": a commit that reloads the catalog while another process's
+# CREATE TABLE is half-visible in it (measured: Ray tasks creating shard tables at once on
+# a SQLite catalog); the retry reloads a consistent catalog.
+_RETRYABLE = ("database is locked", "conflict", "busy", "could not serialize", "deadlock",
+              "does not have any columns")
 
 
 class WarehouseMissing(FileNotFoundError):

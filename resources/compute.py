@@ -1,0 +1,127 @@
+"""Where the embarrassingly parallel work runs: in this process (the embedded default), or
+on a Ray cluster when one is named.
+
+    compute = Compute()                                   # RAY_ADDRESS unset: in-process
+    compute = Compute(ray_address="ray://head:10001")     # or env RAY_ADDRESS
+    compute = Compute(ray_address="local", num_cpus=2)    # a local cluster, for tests/benchmarks
+    with compute.engine() as engine:
+        for summary in engine.map(score_shard, shards):  # results as they finish
+            ...
+
+The work items are small descriptions (a shard's id, a batch's key range, the lake's
+location) and the results small summaries (row counts, seconds): each task reads its
+input from the DuckLake and writes its output there itself, so nothing large passes
+through the driver. A task whose worker dies is retried by Ray (`max_task_retries`);
+work that writes to the lake must therefore be idempotent per item (replace the item's
+rows, never append blindly), and LLM work is, because answers are cached before use.
+
+Why our own thin engine rather than dagster-ray's `ray_executor` or `RayRunLauncher`:
+those put a whole Dagster step or run on the cluster as a Ray job (job submission needs
+the dashboard's HTTP API and `ray[default]`), one task per step. Our parallelism is
+inside a step (thousands of shards or prompt batches per materialization), where Ray
+tasks in client mode are the natural unit; dagster-ray's `RayResource` does the same
+(`ray.init(address=...)`) with cluster lifecycle on top, which a user who runs KubeRay
+can swap in. The in-process default needs no Ray at all: `ray` is imported only when an
+address is given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import dagster as dg
+from pydantic import Field
+
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+LOCAL = "local"
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class InProcessEngine:
+    """Runs each item in this process, in order: the embedded default."""
+
+    name = "in-process"
+    workers = 1
+
+    def map(self, fn: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
+        for item in items:
+            yield fn(item)
+
+
+class RayEngine:
+    """Runs each item as a Ray task on the connected cluster, at most `max_in_flight` at a
+    time (so a million items never sit in the object store at once), and yields results
+    as tasks finish (not in submission order)."""
+
+    name = "ray"
+
+    def __init__(self, max_task_retries: int, max_in_flight: int | None, num_cpus_per_task: float) -> None:
+        import ray
+
+        self._ray = ray
+        self.workers = max(1, int(ray.cluster_resources().get("CPU", 1) // max(num_cpus_per_task, 0.01)))
+        self.max_in_flight = max_in_flight or 2 * self.workers
+        self.max_task_retries = max_task_retries
+        self.num_cpus_per_task = num_cpus_per_task
+
+    def map(self, fn: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
+        ray = self._ray
+        remote = ray.remote(num_cpus=self.num_cpus_per_task, max_retries=self.max_task_retries)(fn)
+        pending: list[Any] = []
+        for item in items:
+            if len(pending) >= self.max_in_flight:
+                done, pending = ray.wait(pending, num_returns=1)
+                yield ray.get(done[0])
+            pending.append(remote.remote(item))
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
+
+
+class Compute(dg.ConfigurableResource):
+    """The engine for parallel work inside a step. Unset: in-process, no Ray needed."""
+
+    ray_address: str | None = Field(
+        default_factory=lambda: os.environ.get(RAY_ADDRESS_ENV) or None,
+        description=f"A Ray cluster to run shards and batches on: 'ray://head:10001' (client mode), 'auto' "
+        f"(the cluster this machine belongs to, after `ray start`), or '{LOCAL}' (start a local cluster for "
+        f"this process, for tests and benchmarks). Unset (env {RAY_ADDRESS_ENV} unset too): in-process.",
+    )
+    num_cpus: int | None = Field(
+        default=None, description=f"CPUs of a '{LOCAL}' cluster (default: every core). Ignored for a remote cluster."
+    )
+    num_cpus_per_task: float = Field(default=1.0, description="CPUs Ray reserves for each task.")
+    max_task_retries: int = Field(
+        default=3, description="How often Ray re-runs a task whose worker died (tasks are idempotent per item)."
+    )
+    max_in_flight: int | None = Field(
+        default=None, description="Tasks submitted but not finished at once (default: twice the workers)."
+    )
+
+    @property
+    def distributed(self) -> bool:
+        return bool(self.ray_address)
+
+    @contextmanager
+    def engine(self) -> Iterator[InProcessEngine | RayEngine]:
+        if not self.ray_address:
+            yield InProcessEngine()
+            return
+        import ray
+
+        started_here = not ray.is_initialized()
+        if started_here:
+            if self.ray_address == LOCAL:
+                ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=self.ray_address, log_to_driver=False)
+        try:
+            yield RayEngine(self.max_task_retries, self.max_in_flight, self.num_cpus_per_task)
+        finally:
+            if started_here:
+                ray.shutdown()

@@ -1,0 +1,123 @@
+"""The compute engine: in-process by default (no Ray imported), the same results on a real
+local Ray cluster (2 CPUs) with each task writing to the lake itself, a killed worker's
+task retried, and one RPM limit held across processes by the cluster limiter actor."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from resources.compute import Compute, InProcessEngine
+from resources.llm.cluster_limits import ClusterRateLimiter, RateSchedule
+from resources.warehouse import Warehouse
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def square_shard(item: tuple[str, int]) -> dict:
+    """A shard task as the pipeline writes them: read nothing large from the driver, write
+    the shard's rows to the lake itself (idempotently: replace the shard), return a summary."""
+    lake_path, shard = item
+    rows = pl.DataFrame({"shard": [shard] * 50, "value": [shard * 1000 + i * i for i in range(50)]})
+    Warehouse(path=lake_path).write_table(f"shard_{shard:03d}", rows)
+    return {"shard": shard, "rows": rows.height, "pid": os.getpid()}
+
+
+def dies_once(item: tuple[str, int]) -> dict:
+    """Kills its worker process on the first attempt for shard 1 (a marker file says whether
+    it ran before), as a node failure would."""
+    marker, shard = item
+    if shard == 1 and not Path(marker).exists():
+        Path(marker).write_text("died")
+        os._exit(1)
+    return {"shard": shard, "pid": os.getpid()}
+
+
+def test_the_default_runs_in_process_without_importing_ray(tmp_path):
+    code = (
+        "import sys\nfrom resources.compute import Compute\n"
+        "with Compute(ray_address=None).engine() as engine:\n"
+        "    print(engine.name, list(engine.map(lambda x: x * 2, [1, 2, 3])), 'ray' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.split() == ["in-process", "[2,", "4,", "6]", "False"]
+    assert Compute(ray_address=None).distributed is False
+    assert isinstance(InProcessEngine(), InProcessEngine)
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    """One real local Ray cluster (2 CPUs) for the module: ~5 s to start."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield Compute(ray_address="local", num_cpus=2)
+    ray.shutdown()
+
+
+def test_a_ray_cluster_writes_the_same_tables_as_in_process(tmp_path, local_cluster):
+    in_process, on_ray = str(tmp_path / "in_process"), str(tmp_path / "ray")
+    with Compute(ray_address=None).engine() as engine:
+        local = sorted((r["shard"], r["rows"]) for r in engine.map(square_shard, [(in_process, s) for s in range(6)]))
+    with local_cluster.engine() as engine:
+        assert engine.name == "ray" and engine.workers == 2
+        results = list(engine.map(square_shard, [(on_ray, s) for s in range(6)]))
+    assert sorted((r["shard"], r["rows"]) for r in results) == local
+    assert len({r["pid"] for r in results} - {os.getpid()}) >= 1  # ran in Ray's worker processes
+    for shard in range(6):
+        table = f"shard_{shard:03d}"
+        expected = Warehouse(path=in_process).read_only().query(f"SELECT * FROM {table} ORDER BY value")
+        assert Warehouse(path=on_ray).read_only().query(f"SELECT * FROM {table} ORDER BY value").equals(expected)
+
+
+def test_a_task_whose_worker_dies_is_retried(tmp_path, local_cluster):
+    marker = str(tmp_path / "died-once")
+    with local_cluster.engine() as engine:
+        results = sorted(r["shard"] for r in engine.map(dies_once, [(marker, s) for s in range(4)]))
+    assert results == [0, 1, 2, 3] and Path(marker).read_text() == "died"
+
+
+def paced_calls(item: tuple[str, int, float]) -> list[float]:
+    """One worker process sending `n` calls through the cluster-wide limiter."""
+    endpoint_id, n, rpm = item
+
+    async def go() -> list[float]:
+        limiter = ClusterRateLimiter(endpoint_id, requests_per_minute=rpm, tokens_per_minute=None, burst_seconds=0)
+        stamps = []
+        for _ in range(n):
+            await limiter.acquire(10)
+            stamps.append(time.time())
+        return stamps
+
+    return asyncio.run(go())
+
+
+def test_one_rpm_limit_holds_across_worker_processes(local_cluster):
+    rpm = 240.0  # 4 requests a second for the whole cluster, however many processes ask
+    with local_cluster.engine() as engine:
+        per_worker = list(engine.map(paced_calls, [("double-a", 12, rpm), ("double-a", 12, rpm)]))
+    stamps = sorted(t for worker in per_worker for t in worker)
+    observed = (len(stamps) - 1) / (stamps[-1] - stamps[0]) * 60
+    assert rpm * 0.9 <= observed <= rpm * 1.02, observed
+    # a separate endpoint has its own schedule
+    with local_cluster.engine() as engine:
+        other = list(engine.map(paced_calls, [("double-b", 3, 6000.0)]))[0]
+    assert other[-1] - other[0] < 1.0
+
+
+def test_the_schedule_books_requests_and_tokens_in_arrival_order():
+    strict = RateSchedule(60, None, burst_seconds=0)
+    assert [strict.reserve(0, 100.0) for _ in range(3)] == [0.0, 1.0, 2.0]
+    bursty = RateSchedule(60, None)  # the local limiter's ten-second burst
+    waits = [bursty.reserve(0, 100.0) for _ in range(12)]
+    assert waits[:10] == [0.0] * 10 and waits[10:] == [1.0, 2.0]
+    tokens = RateSchedule(None, 600, burst_seconds=0)  # 10 tokens a second
+    assert [tokens.reserve(20, 100.0) for _ in range(3)] == [0.0, 2.0, 4.0]
