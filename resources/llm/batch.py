@@ -7,15 +7,23 @@ is recorded before it is taken:
    request it will carry (`llm_batch_requests`) are committed before the input file is
    uploaded. The batch is created with that key in its provider metadata
    (`synth_assets_batch_key`), then its id is recorded.
-2. **Found again.** A run killed between creating the batch and recording its id leaves
-   an intent without an id: the next run lists the provider's batches, finds the one
-   tagged with the key and resumes it; if none carries it, the provider never got it
-   and the intent is marked abandoned (nothing was paid).
-3. **Request by request.** Before submitting, each uncached request is looked up in the
+2. **One claim per key.** Two runs that reach the same batch key at once both try to
+   record its intent; the claim is one DuckLake transaction that conflicts with any other
+   claim (`store.record_batch_intent`), so exactly one run records it and creates the
+   batch. The other waits for that batch and reads it like its own.
+3. **Found again.** A run killed between creating the batch and recording its id leaves
+   an intent without an id. An intent whose run is alive is waited for; the run holds an
+   flock'ed lease file from the claim until the id is recorded (on another machine, where
+   the lease cannot be seen, the intent counts as alive for `INTENT_LEASE_S`). Once its
+   run is gone, the provider's batches are listed: the one tagged with the key is resumed;
+   if none carries it, the provider never got it and the intent is marked abandoned
+   (nothing was paid). Its owner looks once more just before creating the batch and
+   stops if its intent was abandoned meanwhile.
+4. **Request by request.** Before submitting, each uncached request is looked up in the
    batches not yet harvested: those it is in are resumed (waited for and read), and only
    the requests in none of them go in a new batch. A run whose set of requests changed
    pays only for the new ones.
-4. **Every terminal status is read.** completed, expired, cancelled or failed: the
+5. **Every terminal status is read.** completed, expired, cancelled or failed: the
    output and error files are read whatever the status, every answered line is stored
    (even for requests the current run no longer asks for: they are paid), and the batch is
    marked harvested. Requests without an answer fail now and go in a new batch next run.
@@ -29,12 +37,18 @@ files); `chat.py` and `embeddings.py` turn the output lines into answers.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import io
 import json
+import os
+import socket
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
@@ -53,6 +67,9 @@ FINAL_STATUSES = ("completed", "failed", "expired", "cancelled")
 # How far before an intent was recorded a batch carrying its key may have been created
 # (clock skew between this machine and the provider).
 LIST_SLACK_S = 3600
+# How long an intent recorded on another machine counts as alive (its lease file is not
+# visible from here): uploading the input file and creating the batch take seconds to minutes.
+INTENT_LEASE_S = 900
 
 
 @dataclass
@@ -75,9 +92,10 @@ class Harvest:
     status: str
     records: dict[str, dict]
     members: dict[str, list[tuple[str, dict]]]
-    # Requests stored already (an earlier harvest died before marking the batch): their
-    # answers are not stored or accounted again, so no cost is counted twice.
-    already_cached: set[str]
+    # Requests stored already (an earlier harvest died before marking the batch, or another
+    # run waiting on the same batch read it first): {cache_key: (text, usage_json)}. Their
+    # answers are served from the cache, not stored or accounted again.
+    already_cached: dict[str, tuple[str, str]]
 
 
 def batch_key_for(kind: str, custom_ids: Sequence[str]) -> str:
@@ -111,6 +129,49 @@ def output_body(line: dict | None, status: str = "completed") -> tuple[dict | No
     return None, BatchRequestError(str(why)[:500])
 
 
+@contextmanager
+def intent_lease(lease_dir: Path) -> Iterator[str]:
+    """Hold a lease while an intent is being turned into a batch; yields the `claimed_by`
+    text that names it. The lease is a file locked (flock) by this process: the lock goes
+    with the process, however it ends, so another run on this machine can tell a live
+    claim from a dead one."""
+    lease_dir.mkdir(parents=True, exist_ok=True)
+    path = lease_dir / f"{uuid.uuid4().hex}.lease"
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "lease": str(path)}, sort_keys=True)
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def claim_is_alive(claimed_by: str | None, created_at: Any) -> bool:
+    """Whether the run that recorded an intent may still create its batch: on this machine,
+    while its lease file is locked; on another machine, for INTENT_LEASE_S after the intent
+    was recorded. An intent without a claim (recorded by an older version) is not."""
+    try:
+        claim = json.loads(claimed_by or "")
+    except json.JSONDecodeError:
+        return False
+    if claim.get("host") != socket.gethostname():
+        if created_at is None:
+            return False
+        return (store.now() - created_at.replace(tzinfo=None)).total_seconds() < INTENT_LEASE_S
+    try:
+        fd = os.open(claim["lease"], os.O_RDWR)
+    except (FileNotFoundError, KeyError, TypeError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    Path(claim["lease"]).unlink(missing_ok=True)  # left by a killed process
+    return False
+
+
 class BatchJobs:
     def __init__(
         self,
@@ -121,8 +182,10 @@ class BatchJobs:
         poll_interval_s: float,
         timeout_s: float,
         progress_interval_s: float,
+        lease_dir: Path,
     ) -> None:
         self._conn = conn
+        self.lease_dir = lease_dir
         self._lake = lake
         self.log = log
         self.endpoint_host = endpoint_host
@@ -135,12 +198,32 @@ class BatchJobs:
         harvested yet (those must not be submitted again). Intents left by a killed run
         are settled first: found at the provider by their metadata key, or abandoned."""
         found = store.open_batches_for(self._conn, keys)
-        intents = {row["batch_key"]: row for row in found.values() if row["status"] == store.INTENT}
-        for batch_key, row in intents.items():
-            await self._settle_intent(client, batch_key, row)
+        intents = {row["batch_key"] for row in found.values() if row["status"] == store.INTENT}
+        for batch_key in sorted(intents):
+            await self._await_intent(client, batch_key)
         if intents:
             found = store.open_batches_for(self._conn, keys)
         return {key: row["batch_key"] for key, row in found.items()}
+
+    async def _await_intent(self, client: openai.AsyncOpenAI, batch_key: str) -> dict | None:
+        """The row of an intent once it is settled: its batch created and recorded by the
+        run that claimed it (waited for while that run is alive), found at the provider,
+        or abandoned."""
+        deadline = time.monotonic() + self.timeout_s
+        logged = False
+        while True:
+            row = store.get_batch(self._conn, batch_key)
+            if row is None or row["status"] != store.INTENT:
+                return row
+            if not claim_is_alive(row["claimed_by"], row["created_at"]):
+                await self._settle_intent(client, batch_key, row)
+                continue
+            if time.monotonic() > deadline:
+                raise BatchRequestError(f"batch intent {batch_key[:12]} of another run is still unsettled; re-run later")
+            if not logged:
+                self.log.info(f"waiting for the batch another run is submitting for the same requests (key {batch_key[:12]})")
+                logged = True
+            await asyncio.sleep(self.poll_interval_s)
 
     async def _settle_intent(self, client: openai.AsyncOpenAI, batch_key: str, row: dict) -> None:
         since = row["created_at"].timestamp() - LIST_SLACK_S if row.get("created_at") else 0.0
@@ -168,8 +251,12 @@ class BatchJobs:
         `resume`, and return what each returned. Raises if waiting times out (the batches
         stay recorded: a re-run resumes them)."""
         batch_keys = sorted(resume)
+        resume = set(resume)
         if new_lines:
-            batch_keys.append(await self._submit(client, kind, url, model, new_lines))
+            batch_key, joined = await self._submit_or_join(client, kind, url, model, new_lines)
+            batch_keys.append(batch_key)
+            if joined:
+                resume.add(batch_key)
         harvests = []
         for batch_key in batch_keys:
             row = store.get_batch(self._conn, batch_key)
@@ -181,23 +268,47 @@ class BatchJobs:
             harvests.append(await self._read(client, batch_key, batch))
         return harvests
 
-    async def _submit(self, client: openai.AsyncOpenAI, kind: str, url: str, model: str, lines: list[BatchLine]) -> str:
+    async def _submit_or_join(
+        self, client: openai.AsyncOpenAI, kind: str, url: str, model: str, lines: list[BatchLine]
+    ) -> tuple[str, bool]:
+        """(batch key, joined): the batch for `lines`, created here, or created by another
+        run that claimed the same key first (joined: waited for, not paid again)."""
         batch_key = batch_key_for(kind, [line.custom_id for line in lines])
-        store.record_batch_intent(
-            self._lake, batch_key, model, self.endpoint_host,
-            [(line.custom_id, [(key, store.canonical_json(request)) for key, request in line.members]) for line in lines],
-        )  # fmt: skip
-        payload = "".join(
-            store.canonical_json({"custom_id": line.custom_id, "method": "POST", "url": url, "body": line.body}) + "\n"
-            for line in lines
-        ).encode()
-        uploaded = await client.files.create(file=("requests.jsonl", io.BytesIO(payload)), purpose="batch")
-        batch = await client.batches.create(
-            input_file_id=uploaded.id, endpoint=url, completion_window="24h", metadata={METADATA_KEY: batch_key}
-        )
-        self._record_created(batch_key, batch)
+        while True:
+            if await self._submit(client, batch_key, url, model, lines):
+                return batch_key, False
+            self.log.info(f"another run claimed batch {batch_key[:12]} for the same requests first: waiting for its batch")
+            row = await self._await_intent(client, batch_key)
+            if row is not None and row["batch_id"] and row["status"] != store.ABANDONED:
+                return batch_key, True
+            # its run died before the provider got the batch: claim the key again
+
+    async def _submit(self, client: openai.AsyncOpenAI, batch_key: str, url: str, model: str, lines: list[BatchLine]) -> bool:
+        """Claim the key, upload and create the batch; False if another run holds the claim."""
+        with intent_lease(self.lease_dir) as claimed_by:
+            holder = store.record_batch_intent(
+                self._lake, batch_key, model, self.endpoint_host,
+                [(line.custom_id, [(key, store.canonical_json(request)) for key, request in line.members]) for line in lines],
+                claimed_by,
+            )  # fmt: skip
+            if holder is not None:
+                return False
+            payload = "".join(
+                store.canonical_json({"custom_id": line.custom_id, "method": "POST", "url": url, "body": line.body}) + "\n"
+                for line in lines
+            ).encode()
+            uploaded = await client.files.create(file=("requests.jsonl", io.BytesIO(payload)), purpose="batch")
+            # A run on another machine abandons an intent older than INTENT_LEASE_S that the
+            # provider does not know: look once more before paying.
+            row = store.get_batch(self._conn, batch_key)
+            if row is None or row["claimed_by"] != claimed_by or row["status"] != store.INTENT:
+                raise BatchRequestError(f"batch intent {batch_key[:12]} was settled by another run while uploading; re-run")
+            batch = await client.batches.create(
+                input_file_id=uploaded.id, endpoint=url, completion_window="24h", metadata={METADATA_KEY: batch_key}
+            )
+            self._record_created(batch_key, batch)
         self.log.info(f"submitted OpenAI batch {batch.id} to {url} with {len(lines)} requests ({len(payload):,} bytes)")
-        return batch_key
+        return True
 
     def _record_created(self, batch_key: str, batch: Any) -> None:
         store.update_batch(self._lake, batch_key, batch_id=batch.id, input_file_id=batch.input_file_id, status=batch.status)
@@ -235,7 +346,7 @@ class BatchJobs:
                     records.setdefault(record.get("custom_id"), record)
         lines = store.batch_members(self._conn, batch_key)
         members = {custom_id: [(key, json.loads(request_json)) for key, request_json in line] for custom_id, line in lines.items()}
-        cached = set(store.fetch_cached(self._conn, [key for line in lines.values() for key, _ in line]))
+        cached = store.fetch_cached(self._conn, [key for line in lines.values() for key, _ in line])
         return Harvest(batch_key, batch.id, batch.status, records, members, cached)
 
     def harvested(self, harvest: Harvest) -> None:

@@ -271,7 +271,9 @@ class ChatCompletions:
             for custom_id, members in harvest.members.items():
                 body, error = output_body(harvest.records.get(custom_id), harvest.status)
                 for key, request in members:
-                    if key in harvest.already_cached:
+                    if key in harvest.already_cached:  # stored by an earlier harvest (or another run's)
+                        if key in wanted:
+                            answered[key] = self._cached_result(key, *harvest.already_cached[key], None)
                         continue
                     if body is not None:  # paid: stored even if this run no longer asks for it
                         result = self._answer(key, request, body, 1, latency, "batch")

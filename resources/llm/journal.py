@@ -8,7 +8,14 @@ processes, so it never waits on the lake; the lake write follows within a second
 its log behind, and the next session on the same lake replays it before it looks anything
 up, so no answer that reached this process is paid for again.
 
-Layout, one folder per lake (`journal_dir(...)`):
+The log is local to one machine: it is replayed by the next session on the same machine
+(and the same lake). A run killed on one machine and re-run on another pays again for
+the answers the killed run had received but not yet committed (at most about a second's
+worth, `recorder.py`). The folder is named after the machine too, so a journal root on a
+shared filesystem never has one machine replay, or wait on, another machine's logs (flock
+is not reliable across NFS clients).
+
+Layout, one folder per lake and machine (`journal_dir(...)`):
 
     <session>.lock            held (flock) by the live session that writes the segments
     <session>.<n>.jsonl       segment n: the rows taken by the recorder's n-th flush
@@ -27,6 +34,8 @@ import hashlib
 import json
 import logging
 import os
+import re
+import socket
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -41,11 +50,12 @@ _TIMESTAMP_FIELDS = ("created_at",)
 
 
 def journal_dir(root: str | None, location_id: str, default_root: Path) -> Path:
-    """The folder for one lake: `root` (or env SYNTH_ASSETS_LLM_JOURNAL_DIR, else
-    `default_root`) / a hash of the lake's location, so a log is only ever replayed into
-    the lake it was meant for."""
+    """The folder for one lake on this machine: `root` (or env SYNTH_ASSETS_LLM_JOURNAL_DIR,
+    else `default_root`) / a hash of the lake's location / the host name, so a log is only
+    ever replayed into the lake it was meant for, by a session on the machine that wrote it."""
     base = Path(root or os.environ.get(JOURNAL_DIR_ENV) or default_root)
-    return base / hashlib.sha256(location_id.encode()).hexdigest()[:16]
+    host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "localhost"
+    return base / hashlib.sha256(location_id.encode()).hexdigest()[:16] / host
 
 
 def _encode(value: Any) -> Any:

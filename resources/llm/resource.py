@@ -52,8 +52,8 @@ class LLMResource(dg.ConfigurableResource):
         default=None,
         repr=False,
         description=f"The environment variable holding the API key, as 'env:NAME' (in code also "
-        f"dg.EnvVar('NAME')); unset = env {OPENAI_API_KEY_ENV}. A literal key is refused (it would be stored "
-        "with the run), except for a server on this machine.",
+        f"dg.EnvVar('NAME')); unset = env {OPENAI_API_KEY_ENV}. A literal key is refused, for every endpoint "
+        "(it would be stored with the run).",
     )
     model: str | None = Field(
         default=None, description=f"Chat model (env {CHAT_MODEL_ENV}; default {DEFAULT_REMOTE_CHAT_MODEL} or the local alias)."
@@ -100,7 +100,7 @@ class LLMResource(dg.ConfigurableResource):
         default=None,
         description="Where answers are logged locally the moment they arrive, until they are in the lake "
         "(env SYNTH_ASSETS_LLM_JOURNAL_DIR; default: llm_journal/ beside the lake's catalog). A killed run's log "
-        "is replayed by the next session, so no received answer is paid for twice.",
+        "is replayed by the next session on the same machine, so no received answer is paid for twice.",
     )
     local_startup_timeout_s: float = Field(default=120.0, description="How long to wait for the local server.")
 

@@ -118,8 +118,9 @@ class LLMSession:
             RetryPolicy(resource.max_retries, resource.retry_base_delay_s, resource.retry_max_delay_s),
         )
         batches = BatchJobs(
-            conn, lake, self.log, endpoint.host, resource.batch_poll_interval_s, resource.batch_timeout_s, resource.progress_interval_s
-        )
+            conn, lake, self.log, endpoint.host, resource.batch_poll_interval_s, resource.batch_timeout_s,
+            resource.progress_interval_s, journal_folder / "batch_leases",
+        )  # fmt: skip
         shared = dict(
             endpoint_id=endpoint.endpoint_id,
             batch_mode=resource.batch_mode,

@@ -9,6 +9,9 @@
 - `llm_batch_requests`: which requests (cache keys) each batch carries, one row per
   request, so a re-run with a changed set of requests resumes the batches that hold any
   of them and submits only the rest.
+- `llm_batch_lock`: one row that every batch claim updates, so two claims of the same
+  batch key in two processes conflict at commit and the later one, retried, sees the first
+  (`record_batch_intent`).
 
 The tables live in the DuckLake beside the pipeline's tables, shared by every process
 and worker. Rows go in through Arrow in small groups, each group one DuckLake transaction
@@ -36,6 +39,7 @@ CACHE_TABLE = "llm_cache"
 CALLS_TABLE = "llm_calls"
 BATCHES_TABLE = "llm_batches"
 BATCH_REQUESTS_TABLE = "llm_batch_requests"
+BATCH_LOCK_TABLE = "llm_batch_lock"
 # Our own states of a batch row besides the provider's (validating ... completed/expired):
 INTENT = "intent"  # recorded, maybe not created at the provider yet
 ABANDONED = "abandoned"  # an intent the provider never received: its requests go in a new batch
@@ -83,7 +87,8 @@ DDL = [
         output_file_id VARCHAR,
         created_at TIMESTAMP,
         updated_at TIMESTAMP,
-        harvested_at TIMESTAMP     -- its output and error files were read and every answer stored
+        harvested_at TIMESTAMP,    -- its output and error files were read and every answer stored
+        claimed_by VARCHAR         -- JSON (host, pid, lease file): the run that recorded the intent (batch.py)
     )""",
     f"""CREATE TABLE IF NOT EXISTS {BATCH_REQUESTS_TABLE} (
         batch_key VARCHAR,
@@ -93,9 +98,11 @@ DDL = [
         request_json VARCHAR,      -- the request as cached, so any answered line can be stored
         created_at TIMESTAMP
     )""",
+    # Not a counter anyone reads: updating its one row makes concurrent claims conflict.
+    f"""CREATE TABLE IF NOT EXISTS {BATCH_LOCK_TABLE} (claims BIGINT)""",
 ]
 # Columns added after a table was first created: (table, column, type).
-ADDED_COLUMNS = [(BATCHES_TABLE, "harvested_at", "TIMESTAMP")]
+ADDED_COLUMNS = [(BATCHES_TABLE, "harvested_at", "TIMESTAMP"), (BATCHES_TABLE, "claimed_by", "VARCHAR")]
 
 CACHE_SCHEMA = pa.schema(
     [
@@ -160,6 +167,8 @@ def ensure_tables(lake: Lake) -> None:
         for table, column, kind in ADDED_COLUMNS:
             if column not in {row[0] for row in conn.execute(f"DESCRIBE {table}").fetchall()}:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+        if not conn.execute(f"SELECT count(*) FROM {BATCH_LOCK_TABLE}").fetchone()[0]:
+            conn.execute(f"INSERT INTO {BATCH_LOCK_TABLE} VALUES (0)")
 
     lake.transaction(create)
 
@@ -226,7 +235,7 @@ def without_stored(lake: Lake, table: str, key: str, rows: list[dict]) -> list[d
 
 
 BATCH_COLUMNS = ["batch_key", "batch_id", "input_file_id", "model", "endpoint_host", "n_requests", "status",
-                 "output_file_id", "created_at", "updated_at", "harvested_at"]  # fmt: skip
+                 "output_file_id", "created_at", "updated_at", "harvested_at", "claimed_by"]  # fmt: skip
 
 
 def get_batch(conn: duckdb.DuckDBPyConnection, batch_key: str) -> dict | None:
@@ -264,11 +273,30 @@ def batch_members(conn: duckdb.DuckDBPyConnection, batch_key: str) -> dict[str, 
     return members
 
 
+def is_claimable(row: dict | None) -> bool:
+    """A batch key may be claimed for a new batch when no row holds it, or its row's batch
+    is over: abandoned (never reached the provider) or harvested (read whole)."""
+    return row is None or row["status"] == ABANDONED or row["harvested_at"] is not None
+
+
 def record_batch_intent(
-    lake: Lake, batch_key: str, model: str, endpoint_host: str, lines: Sequence[tuple[str, Sequence[tuple[str, str]]]]
-) -> None:
-    """Before a batch is created: its row (status 'intent') and one row per request it will
-    carry, in one transaction. `lines` is [(custom_id, [(cache_key, request_json), ...])]."""
+    lake: Lake,
+    batch_key: str,
+    model: str,
+    endpoint_host: str,
+    lines: Sequence[tuple[str, Sequence[tuple[str, str]]]],
+    claimed_by: str,
+) -> dict | None:
+    """Claim `batch_key` before a batch is created: its row (status 'intent', `claimed_by`)
+    and one row per request it will carry, in one transaction. `lines` is
+    [(custom_id, [(cache_key, request_json), ...])].
+
+    Returns None when this caller holds the claim, else the row of the run that claimed
+    the key first (its batch is to be waited for, not created again). The transaction
+    reads the key's row and updates `llm_batch_lock`, so of two concurrent claims the one
+    that commits second conflicts, is retried, and reads the first one's row. (An INSERT
+    that only checks for an existing row does not conflict under a PostgreSQL catalog:
+    both would commit.) The row is read again after the commit to confirm."""
     stamp = now()
     members = [
         {"batch_key": batch_key, "custom_id": custom_id, "position": position, "cache_key": key,
@@ -278,17 +306,27 @@ def record_batch_intent(
     schema = pa.schema([("batch_key", pa.string()), ("custom_id", pa.string()), ("position", pa.int32()),
                         ("cache_key", pa.string()), ("request_json", pa.string()), ("created_at", pa.timestamp("us"))])  # fmt: skip
 
-    def write(conn: duckdb.DuckDBPyConnection) -> None:
+    def claim(conn: duckdb.DuckDBPyConnection) -> dict | None:
+        conn.execute(f"UPDATE {BATCH_LOCK_TABLE} SET claims = claims + 1")
+        existing = get_batch(conn, batch_key)
+        if not is_claimable(existing):
+            return existing
         conn.execute(f"DELETE FROM {BATCHES_TABLE} WHERE batch_key = ?", [batch_key])
         conn.execute(f"DELETE FROM {BATCH_REQUESTS_TABLE} WHERE batch_key = ?", [batch_key])
         conn.execute(
-            f"INSERT INTO {BATCHES_TABLE} (batch_key, model, endpoint_host, n_requests, status, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [batch_key, model, endpoint_host, len(lines), INTENT, stamp, stamp],
+            f"INSERT INTO {BATCHES_TABLE} (batch_key, model, endpoint_host, n_requests, status, created_at, updated_at, "
+            "claimed_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [batch_key, model, endpoint_host, len(lines), INTENT, stamp, stamp, claimed_by],
         )
         insert_rows(conn, BATCH_REQUESTS_TABLE, schema, members)
+        return None
 
-    lake.transaction(write)
+    holder = lake.transaction(claim)
+    if holder is not None:
+        return holder
+    with lake.connect() as conn:
+        row = get_batch(conn, batch_key)
+    return None if row is not None and row["claimed_by"] == claimed_by else row
 
 
 def update_batch(lake: Lake, batch_key: str, **changes: Any) -> None:
