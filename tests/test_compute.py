@@ -106,7 +106,7 @@ def test_one_rpm_limit_holds_across_worker_processes(local_cluster):
         per_worker = list(engine.map(paced_calls, [("double-a", 12, rpm), ("double-a", 12, rpm)]))
     stamps = sorted(t for worker in per_worker for t in worker)
     observed = (len(stamps) - 1) / (stamps[-1] - stamps[0]) * 60
-    assert rpm * 0.9 <= observed <= rpm * 1.02, observed
+    assert rpm * 0.93 <= observed <= rpm, observed  # scheduled at 99% of the limit
     # a separate endpoint has its own schedule
     with local_cluster.engine() as engine:
         other = list(engine.map(paced_calls, [("double-b", 3, 6000.0)]))[0]
@@ -121,3 +121,34 @@ def test_the_schedule_books_requests_and_tokens_in_arrival_order():
     assert waits[:10] == [0.0] * 10 and waits[10:] == [1.0, 2.0]
     tokens = RateSchedule(None, 600, burst_seconds=0)  # 10 tokens a second
     assert [tokens.reserve(20, 100.0) for _ in range(3)] == [0.0, 2.0, 4.0]
+
+
+def llm_layer_calls(item: tuple[str, str, int, int]) -> int:
+    """A Ray worker asking through the LLM layer (cache, ledger, retries, transport)."""
+    from resources.llm import ChatRequest, LLMResource
+    from tests.openai_double import TEST_KEY_REF
+
+    base_url, lake_path, n, rpm = item
+    llm = LLMResource(base_url=base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini", requests_per_minute=rpm,
+                      max_concurrency=n, max_cost_usd=None)
+    requests = [ChatRequest(messages=[{"role": "user", "content": f"section {os.getpid()}-{i}"}]) for i in range(n)]
+    with llm.session(None, Warehouse(path=lake_path)) as session:
+        return sum(result.ok for result in session.complete(requests))
+
+
+def test_the_llm_layer_on_ray_workers_paces_the_whole_cluster(tmp_path, local_cluster):
+    from tests.openai_double import OpenAIDouble
+
+    arrivals: list[float] = []
+
+    def answer(body: dict) -> str:
+        arrivals.append(time.time())
+        return "ok"
+
+    rpm = 240  # each worker alone would burst all 10 at once with a process-local limiter
+    with OpenAIDouble(chat=answer) as server, local_cluster.engine() as engine:
+        items = [(server.base_url, str(tmp_path / "lake"), 10, rpm)] * 2
+        assert sum(engine.map(llm_layer_calls, items)) == 20
+    stamps = sorted(arrivals)
+    observed = (len(stamps) - 1) / (stamps[-1] - stamps[0]) * 60
+    assert rpm * 0.9 <= observed <= rpm, observed

@@ -4,7 +4,10 @@ The official `openai` client over the aiohttp transport talks to any OpenAI-comp
 endpoint. It is created on first use, on the session's event loop, with the SDK's own
 retries off (`retries.py` owns them, so every attempt is counted) and a connection pool
 large enough to keep one warm connection per worker. Every call waits for the RPM/TPM
-limiter (`ratelimit.py`) before each attempt.
+limiter before each attempt: this process's own (`ratelimit.py`), or, in a process
+connected to a Ray cluster (a Ray worker, or a driver after `ray.init`), the cluster's
+one schedule for the endpoint (`cluster_limits.py`), so the limit holds for the whole
+cluster however many processes send.
 """
 
 from __future__ import annotations
@@ -19,9 +22,25 @@ try:  # openai>=3 ships on httpx2; older releases on httpx
 except ImportError:  # pragma: no cover
     import httpx as _httpx
 
+import sys
+
 from resources.llm.endpoint import Endpoint
 from resources.llm.ratelimit import RateLimiter
 from resources.llm.retries import RetryPolicy
+
+
+def on_ray_cluster() -> bool:
+    """Whether this process is connected to a Ray cluster (never imports Ray itself)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+def limiter_for(endpoint: Endpoint, requests_per_minute: int | None, tokens_per_minute: int | None) -> Any:
+    if (requests_per_minute or tokens_per_minute) and on_ray_cluster():
+        from resources.llm.cluster_limits import ClusterRateLimiter
+
+        return ClusterRateLimiter(endpoint.endpoint_id, requests_per_minute, tokens_per_minute, burst_seconds=0)
+    return RateLimiter(requests_per_minute, tokens_per_minute)
 
 
 class Transport:
@@ -63,7 +82,7 @@ class Transport:
                     ),
                 ),
             )
-            self._limiter = RateLimiter(self.requests_per_minute, self.tokens_per_minute)
+            self._limiter = limiter_for(self.endpoint, self.requests_per_minute, self.tokens_per_minute)
         return self._client
 
     async def send(self, call: Callable[[], Awaitable[Any]], est_tokens: int) -> tuple[Any, int, BaseException | None]:
