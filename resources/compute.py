@@ -125,3 +125,30 @@ class Compute(dg.ConfigurableResource):
         finally:
             if started_here:
                 ray.shutdown()
+
+
+class TaskContext:
+    """What a task on a worker needs of its step's Dagster context, picklable: the ids the
+    LLM ledger stamps on every call (so the cost report counts a worker's calls under the
+    materialization that asked for them) and that scope its cluster-wide budget.
+
+        task_context = TaskContext.of(context)      # in the asset, on the driver
+        with llm.session(task_context, warehouse):  # in the task, on any worker
+    """
+
+    log = None  # a worker logs to its own logger
+
+    def __init__(self, run_id: str | None, asset_key: dg.AssetKey | None, partition_key: str | None = None) -> None:
+        self.run_id = run_id
+        self.asset_key = asset_key
+        self.partition_key = partition_key
+
+    @property
+    def has_partition_key(self) -> bool:
+        return self.partition_key is not None
+
+    @classmethod
+    def of(cls, context: Any) -> TaskContext:
+        asset_key = getattr(context, "asset_key", None)
+        partition = context.partition_key if getattr(context, "has_partition_key", False) else None
+        return cls(context.run_id, asset_key, partition)

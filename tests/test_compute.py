@@ -152,3 +152,43 @@ def test_the_llm_layer_on_ray_workers_paces_the_whole_cluster(tmp_path, local_cl
     stamps = sorted(arrivals)
     observed = (len(stamps) - 1) / (stamps[-1] - stamps[0]) * 60
     assert rpm * 0.9 <= observed <= rpm, observed
+
+
+def budgeted_calls(item: tuple[str, str, int, float]) -> int:
+    """A Ray worker spending for one materialization (the same run id and asset as the
+    other worker), one request at a time, under a budget."""
+    import dagster as dg
+
+    from resources.compute import TaskContext
+    from resources.llm import ChatRequest, LLMResource
+    from tests.openai_double import TEST_KEY_REF
+
+    base_url, lake_path, n, budget = item
+    llm = LLMResource(base_url=base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini", max_concurrency=1,
+                      max_cost_usd=budget)
+    requests = [ChatRequest(messages=[{"role": "user", "content": f"w {os.getpid()}-{i}"}], max_tokens=1000)
+                for i in range(n)]
+    try:
+        with llm.session(TaskContext("run-budget", dg.AssetKey("synthetic_textbook")), Warehouse(path=lake_path)) as s:
+            return sum(result.ok for result in s.complete(requests))
+    except dg.Failure:  # the budget stopped this process's calls: what it got is in the ledger
+        return -1
+
+
+def test_one_materialization_budget_binds_across_worker_processes(tmp_path, local_cluster):
+    from tests.openai_double import OpenAIDouble
+
+    lake = str(tmp_path / "lake")
+    # 1,000 words an answer: at gpt-4o-mini's $0.60/Mtok output, ~$0.0006 a call, so
+    # $0.006 pays for ~10 calls in all; each worker alone would spend up to that.
+    budget = 0.006
+    with OpenAIDouble(chat=lambda body: "word " * 1000) as server, local_cluster.engine() as engine:
+        list(engine.map(budgeted_calls, [(server.base_url, lake, 12, budget)] * 2))
+    ledger = Warehouse(path=lake).read_only().query(
+        "SELECT run_id, asset_key, status, cost_usd FROM llm_calls"
+    )
+    ok = ledger.filter(pl.col("status") == "ok")
+    assert set(ledger["run_id"]) == {"run-budget"} and set(ledger["asset_key"]) == {"synthetic_textbook"}
+    assert ok["cost_usd"].sum() <= budget
+    assert 6 <= ok.height <= 10, ok.height  # not ~20, as two process-local budgets would allow
+    assert (ledger["status"] == "budget_exceeded").sum() == 24 - ok.height

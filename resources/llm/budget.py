@@ -62,3 +62,36 @@ class Budget:
             yield
         finally:
             self.reserved_usd -= reserve_usd
+
+
+class ClusterBudget(Budget):
+    """The same limit for a materialization whose requests come from many processes of a Ray
+    cluster: every admission is decided by the materialization's one budget actor
+    (`cluster_limits.BudgetLedger`), from every process's spent and reserved dollars."""
+
+    def __init__(self, max_cost_usd: float, totals: Totals, log: Any, scope: str, worker: str) -> None:
+        super().__init__(max_cost_usd, totals, log)
+        from resources.llm.cluster_limits import budget_actor
+
+        self.scope = scope
+        self.worker = worker
+        self._actor = budget_actor(scope, max_cost_usd)
+
+    def allows(self, reserve_usd: float) -> bool:
+        import ray
+
+        if self.stopped:
+            return False
+        if ray.get(self._actor.admit.remote(self.worker, self.spent_usd, self.reserved_usd, reserve_usd)):
+            return True
+        self.log.warning(
+            f"LLM budget max_cost_usd=${self.max_cost_usd:,.2f} reached across the cluster for {self.scope}: "
+            "no new calls will be sent from this process"
+        )
+        self.stopped = True
+        return False
+
+    def settle(self) -> None:
+        import ray
+
+        ray.get(self._actor.settle.remote(self.worker, self.spent_usd))

@@ -105,3 +105,60 @@ class ClusterRateLimiter:
         delay = await self._actor.reserve.remote(tokens)
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+# --------------------------------------------------------------------------- the budget
+BUDGET_PREFIX = "synth_assets.budget:"
+
+
+class BudgetLedger:
+    """A materialization's dollar budget across every process that spends for it, plain
+    Python (the actor wraps one). Each process reports its own absolute spent and reserved
+    dollars with every admission request, so a report lost to a crash never drifts the sum,
+    and an admitted reservation counts at once, before the process reports it back."""
+
+    def __init__(self, max_cost_usd: float) -> None:
+        self.max_cost_usd = max_cost_usd
+        self.spent: dict[str, float] = {}
+        self.reserved: dict[str, float] = {}
+
+    def admit(self, worker: str, spent_usd: float, reserved_usd: float, reserve_usd: float) -> bool:
+        self.spent[worker], self.reserved[worker] = spent_usd, reserved_usd
+        committed = sum(self.spent.values()) + sum(self.reserved.values())
+        # as Budget.allows: one request dearer than the whole budget may go first
+        if committed + reserve_usd > self.max_cost_usd and (committed > 0 or reserve_usd > self.max_cost_usd):
+            return False
+        self.reserved[worker] = reserved_usd + reserve_usd
+        return True
+
+    def settle(self, worker: str, spent_usd: float) -> float:
+        """A process is done: its spending is final and it holds no reservation. Returns the
+        materialization's spending so far."""
+        self.spent[worker], self.reserved[worker] = spent_usd, 0.0
+        return sum(self.spent.values())
+
+
+def _budget_actor_class() -> Any:
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class BudgetActor:
+        def __init__(self, max_cost_usd: float) -> None:
+            self.ledger = BudgetLedger(max_cost_usd)
+
+        def admit(self, worker: str, spent_usd: float, reserved_usd: float, reserve_usd: float) -> bool:
+            return self.ledger.admit(worker, spent_usd, reserved_usd, reserve_usd)
+
+        def settle(self, worker: str, spent_usd: float) -> float:
+            return self.ledger.settle(worker, spent_usd)
+
+    return BudgetActor
+
+
+def budget_actor(scope: str, max_cost_usd: float) -> Any:
+    """The one budget actor of a materialization (`scope`: run id, asset, partition).
+    Detached, so it outlives the process that happened to create it; it holds a few
+    floats per worker."""
+    return _budget_actor_class().options(
+        name=f"{BUDGET_PREFIX}{scope}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True
+    ).remote(max_cost_usd)

@@ -18,7 +18,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -30,7 +33,7 @@ import pydantic
 
 from resources.llm import store
 from resources.llm.batch import BatchJobs
-from resources.llm.budget import Budget
+from resources.llm.budget import Budget, ClusterBudget
 from resources.llm.chat import ChatCompletions
 from resources.llm.embeddings import Embeddings
 from resources.llm.endpoint import Endpoint
@@ -40,7 +43,7 @@ from resources.llm.journal import Journal, journal_dir, replay_orphans
 from resources.llm.recorder import Recorder, Totals, write_rows
 from resources.llm.retries import RetryPolicy
 from resources.llm.structured import complete_json, resolve_mode
-from resources.llm.transport import Transport
+from resources.llm.transport import Transport, on_ray_cluster
 from resources.llm.types import ChatRequest, ChatResult, StructuredResult
 from resources.warehouse import MAIN, Lake, Warehouse
 
@@ -54,6 +57,16 @@ logger = logging.getLogger(__name__)
 LOCAL_MAX_CONCURRENCY = 2
 LOCAL_EMBED_BATCH_SIZE = 8
 LOCAL_TIMEOUT_S = 900.0
+
+
+def budget_for(max_cost_usd: float | None, recorder: Recorder, log: Any) -> Budget:
+    """This process's budget, or, in a process connected to a Ray cluster spending for a
+    materialization, that materialization's one budget across the cluster."""
+    if max_cost_usd is not None and recorder.run_id and on_ray_cluster():
+        scope = "/".join(part or "-" for part in (recorder.run_id, recorder.asset_key, recorder.partition))
+        worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        return ClusterBudget(max_cost_usd, recorder.totals, log, scope, worker)
+    return Budget(max_cost_usd, recorder.totals, log)
 
 
 class LLMSession:
@@ -108,7 +121,7 @@ class LLMSession:
             self._loop.call_soon_threadsafe(self._loop.stop)
             raise
         self.recorder = Recorder(conn, lake, endpoint, context, journal)
-        self.budget = Budget(resource.max_cost_usd, self.recorder.totals, self.log)
+        self.budget = budget_for(resource.max_cost_usd, self.recorder, self.log)
         self.transport = Transport(
             endpoint,
             self.timeout_s,
@@ -222,6 +235,8 @@ class LLMSession:
                 self.recorder.close()
             finally:
                 self._db_stack.close()
+                if isinstance(self.budget, ClusterBudget):
+                    self.budget.settle()
 
     async def _stop_tasks(self) -> None:
         """Cancel the requests still in flight (their answers are not received, so not
