@@ -1,5 +1,5 @@
 """The asset checks: every `CheckSpec` of the group modules (`quality_checks.ingest`,
-`filtering`, `synthesis`, `decontamination`, `reports`), assembled here in DAG order, as
+`filtering`, `synthesis`, `instructions`, `decontamination`, `reports`), assembled here in DAG order, as
 a Dagster `@asset_check` that reads the asset's table through the `warehouse` resource.
 
 A check runs its SQL rules on the full table in DuckDB, then its GX suite on the table
@@ -17,7 +17,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from quality_checks import decontamination, filtering, ingest, reports, synthesis
+from quality_checks import decontamination, filtering, ingest, instructions, reports, synthesis
 from quality_checks.gx_runner import RuleOutcome, validate_frame
 from quality_checks.rules import (
     DEFAULT_BOUNDS,
@@ -41,6 +41,7 @@ def all_check_specs(bounds: QualityBounds = DEFAULT_BOUNDS) -> list[CheckSpec]:
         *ingest.check_specs(bounds),
         *filtering.check_specs(bounds),
         *synthesis.check_specs(bounds),
+        *instructions.check_specs(bounds),
         *decontamination.check_specs(bounds),
         *reports.check_specs(bounds),
     ]

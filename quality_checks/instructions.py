@@ -1,4 +1,5 @@
-"""Checks of the instructions group: the four instruction tables and `llm_judge`.
+"""Checks of the instructions group: the four instruction tables, `llm_judge`, and the
+HumanEval report on instruction rows (`instructions_contamination_report`).
 
 Table names, the ROUGE-L threshold, the judge's score range and dataset names are read
 from the asset modules; the floors below are the checks' own.
@@ -11,6 +12,8 @@ import polars as pl
 from quality_checks.gx_runner import RuleOutcome
 from quality_checks.rules import CheckSpec, FrameRule, QualityBounds, SqlMetricRule, SqlRowRule, asset_name, sql_list, unique_non_null_rules
 from quality_checks.synthesis import distinct2_rule
+from synth_assets.decontamination import instructions_contamination_report as report
+from synth_assets.decontamination.contamination_report import CLEAN
 from synth_assets.instructions import alpaca_instructions, evol_instruct, llm_judge, self_instruct, self_qa
 from synth_assets.instructions.filters import ROUGE_L_THRESHOLD
 from synth_assets.instructions.judge_rubrics import SCORE_MAX, SCORE_MIN
@@ -100,6 +103,32 @@ def llm_judge_checks(b: QualityBounds) -> list[CheckSpec]:
     ]
 
 
+def instructions_contamination_checks(b: QualityBounds) -> list[CheckSpec]:
+    table = report.INSTRUCTIONS_REPORT_TABLE
+    verdicts = sql_list((CLEAN, report.CONTAMINATED))
+    return [
+        CheckSpec(
+            asset=asset_name(report.instructions_contamination_report), table=table, name=f"{table}_integrity", blocking=True,
+            description="(dataset, instruction_id) unique and non-null; verdict clean or contaminated with a reason; "
+            "contaminated exactly when a signal fired.",
+            id_column="instruction_id",
+            rules=(
+                SqlRowRule("dataset_instruction_id_unique",
+                           "SELECT dataset, instruction_id, count(*) AS copies FROM {table} GROUP BY ALL HAVING count(*) > 1"),
+                SqlRowRule("ids_not_null", "SELECT * FROM {table} WHERE instruction_id IS NULL OR dataset IS NULL"),
+                SqlRowRule("verdict_known_with_reason",
+                           f"SELECT dataset, instruction_id, verdict FROM {{table}} WHERE verdict IS NULL OR verdict NOT IN ({verdicts}) "
+                           "OR coalesce(trim(reason), '') = ''"),
+                SqlRowRule("contaminated_iff_a_signal_fired",
+                           f"SELECT dataset, instruction_id, verdict, fired_signals FROM {{table}} "
+                           f"WHERE (verdict = '{report.CONTAMINATED}') IS DISTINCT FROM (len(coalesce(fired_signals, [])) > 0)"),
+                SqlRowRule("known_dataset",
+                           f"SELECT dataset, instruction_id FROM {{table}} WHERE dataset NOT IN ({sql_list(report.INSTRUCTION_TABLES)})"),
+            ),
+        ),
+    ]
+
+
 def check_specs(b: QualityBounds) -> list[CheckSpec]:
     """The instructions group's checks, in DAG order."""
     return [
@@ -108,4 +137,5 @@ def check_specs(b: QualityBounds) -> list[CheckSpec]:
         *instruction_table_checks(b, self_qa, similarity_filtered=False),
         *instruction_table_checks(b, evol_instruct, similarity_filtered=False),
         *llm_judge_checks(b),
+        *instructions_contamination_checks(b),
     ]

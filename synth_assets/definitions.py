@@ -7,6 +7,8 @@ Nothing else happens here. The DAG, in the order the groups are listed:
     raw_stack_plus ─> code_exercises ─> contamination_report ─> decontaminated_exercises ┼─> training_data_release
     raw_stack_plus ─> case2code ─────────────────────────────────────────────────────────┘
     synthetic_textbook ─> textbook_contamination_report (its code blocks against HumanEval)
+    self_instruct, alpaca_instructions, self_qa (filtered_textbook), evol_instruct ─> instructions_contamination_report
+    synthetic_textbook, code_exercises, the four instruction tables ─> llm_judge ─> training_data_release
     (every LLM-using asset) ─> cost_report
     (every table the lineage joins read) ─> lineage_views
 
@@ -25,12 +27,18 @@ from resources.warehouse import Warehouse
 from synth_assets.automation import automation_sensor
 from synth_assets.decontamination.contamination_report import contamination_report
 from synth_assets.decontamination.decontaminated_exercises import decontaminated_exercises
+from synth_assets.decontamination.instructions_contamination_report import instructions_contamination_report
 from synth_assets.decontamination.textbook_contamination_report import textbook_contamination_report
 from synth_assets.filtering.annotated_sample import annotated_sample
 from synth_assets.filtering.filtered_textbook import filtered_textbook
 from synth_assets.filtering.quality_classifier import quality_classifier
 from synth_assets.ingest.corpus_sensor import corpus_change_sensor
 from synth_assets.ingest.raw_stack_plus import raw_stack_plus
+from synth_assets.instructions.alpaca_instructions import alpaca_instructions
+from synth_assets.instructions.evol_instruct import evol_instruct
+from synth_assets.instructions.llm_judge import llm_judge
+from synth_assets.instructions.self_instruct import self_instruct
+from synth_assets.instructions.self_qa import self_qa
 from synth_assets.reports.cost_report import cost_report
 from synth_assets.reports.lake_maintenance import lake_maintenance_job, nightly_lake_maintenance_schedule
 from synth_assets.reports.lineage_views import lineage_views
@@ -62,10 +70,17 @@ defs = dg.Definitions(
         synthetic_textbook,
         code_exercises,
         case2code,
+        # instructions
+        self_instruct,
+        alpaca_instructions,
+        self_qa,
+        evol_instruct,
+        llm_judge,
         # decontamination
         contamination_report,
         decontaminated_exercises,
         textbook_contamination_report,
+        instructions_contamination_report,
         # reports
         cost_report,
         lineage_views,

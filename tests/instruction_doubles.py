@@ -13,6 +13,10 @@ CODE_OUTPUT = "```python\ndef add_one(x):\n    return x + 1\n\nassert add_one(1)
 FAILING_CODE_OUTPUT = "```python\ndef add_two(x):\n    return x + 1\n\nassert add_two(1) == 3\n```"
 
 
+BASE_SEED = 1234  # LLMResource.seed's default
+GENERATED = re.compile(r"^Implement (?:\w+ ){5}helper returning \w+ values$")
+
+
 def schema_properties(body: dict) -> list[str]:
     fmt = body.get("response_format") or {}
     schema = (fmt.get("json_schema") or {}).get("schema") or fmt.get("schema") or {}
@@ -49,21 +53,24 @@ def self_instruct_responder(body: dict) -> str:
     properties = schema_properties(body)
     text = user_text(body)
     rng = rng_for(text)
-    if properties == ["tasks"]:
+    if properties == ["instruction"]:
+        # One task per call; what it plants depends on the call's position in its round
+        # (the request's seed is the resource's base seed + sample_index = position).
         shown = re.findall(r"^Task \d+: (.+)$", text, flags=re.MULTILINE)
-        generated = [t for t in shown if t.startswith("Implement ")]
-        fresh = unique_instruction(rng)
-        tasks = [
-            fresh,
-            near_duplicate(fresh),  # near-duplicate of a candidate accepted a moment ago
+        generated = [t for t in shown if GENERATED.match(t)]  # this double's tasks, not seeds
+        position = body["seed"] - BASE_SEED
+        round_key = len(generated)  # 0 in round 1, 2 afterwards: a different fresh task per round
+        planted = [
+            unique_instruction(rng_for(f"{round_key}:{position}")),
             near_duplicate(shown[0]),  # near-duplicate of a pool task shown in the prompt
             "Draw an image of a binary tree using turtle",
             "Sort a list.",
-            unique_instruction(rng, classification=True),
+            unique_instruction(rng_for(f"{round_key}:{position}"), classification=True),
+            # round 1: near-duplicate of the task position 0 wrote a moment ago (same round);
+            # later rounds: of a generated task from an earlier round
+            near_duplicate(generated[0] if generated else unique_instruction(rng_for(f"{round_key}:{position - 5}"))),
         ]
-        if generated:  # round 2+: a near-duplicate of a generated task from an earlier round
-            tasks.append(near_duplicate(generated[0]))
-        return json.dumps({"tasks": tasks})
+        return json.dumps({"instruction": planted[position % len(planted)]})
     if properties == ["is_classification"]:
         task = re.findall(r"^Task: (.+)$", text, flags=re.MULTILINE)[-1]
         return json.dumps({"is_classification": task.startswith("Classify")})

@@ -67,3 +67,19 @@ def test_no_step_depends_on_a_concurrency_pool():
         pools = {getattr(node, "pool", None) for node in definition.node_def.iterate_op_defs()}
         assert pools == {None}, (definition, pools)
     assert "pools" not in (Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml").read_text()
+
+
+def test_instructions_group_is_judged_decontaminated_and_released():
+    graph = defs.resolve_asset_graph()
+    instructions = ["self_instruct", "alpaca_instructions", "self_qa", "evol_instruct", "llm_judge"]
+    checked = {check.asset_key.to_user_string() for check in graph.asset_check_keys}
+    for key in instructions:
+        node = graph.get(dg.AssetKey(key))
+        assert node.group_name == "instructions" and node.automation_condition is not None and key in checked, key
+    parents = {k: {p.to_user_string() for p in graph.get(dg.AssetKey(k)).parent_keys}
+               for k in ("llm_judge", "instructions_contamination_report", "training_data_release", "cost_report")}
+    assert {"synthetic_textbook", "code_exercises", *instructions[:4]} <= parents["llm_judge"]
+    assert set(instructions[:4]) <= parents["instructions_contamination_report"]
+    assert {"llm_judge", "instructions_contamination_report", *instructions[:4]} <= parents["training_data_release"]
+    assert {*instructions, "instructions_contamination_report"} <= parents["cost_report"]
+    assert "filtered_textbook" in {p.to_user_string() for p in graph.get(dg.AssetKey("self_qa")).parent_keys}

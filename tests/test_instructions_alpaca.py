@@ -15,12 +15,19 @@ from tests.test_instructions_self_instruct import llm_for
 
 
 def test_alpaca_one_call_per_plan_with_catalog_diversity_and_filters(warehouse):
-    with OpenAIDouble(chat=alpaca_responder) as server:
-        result = dg.materialize(
+    def materialize():
+        return dg.materialize(
             [alpaca_instructions], resources={"warehouse": warehouse, "llm": llm_for(server)},
             run_config=dg.RunConfig({"alpaca_instructions": AlpacaConfig(n_requests=16, sandbox_timeout_s=2.0)}),
         )
+
+    with OpenAIDouble(chat=alpaca_responder) as server:
+        result = materialize()
         prompts = [b["messages"][-1]["content"] for b in server.chat_requests]
+        again = materialize()  # nothing changed: answered from the cache, no request, $0
+        assert len(server.chat_requests) == len(prompts)
+    metadata = again.asset_materializations_for_node("alpaca_instructions")[0].metadata
+    assert metadata["llm/cost_usd"].value == 0 and metadata["llm/cache_hits"].value == 16
     assert result.success and len(prompts) == 16
     rows = warehouse.query("SELECT * FROM alpaca_instructions").to_dicts()
     rejects = warehouse.query("SELECT * FROM alpaca_instructions_rejects").to_dicts()

@@ -82,3 +82,39 @@ def test_code_verdicts_parse_and_run_asserts_in_the_sandbox():
     assert verdicts[2].has_code and verdicts[2].code_parses is False and verdicts[2].sandbox_reason.startswith("syntax_error")
     assert not verdicts[3].has_code and verdicts[3].sandbox_reason == "no_code"
     assert verdicts[4].sandbox_reason == "no_asserts" and verdicts[4].sandbox_passed is None
+
+
+def test_local_model_gets_length_bounded_strings_and_other_endpoints_the_plain_schema():
+    from types import SimpleNamespace
+
+    from pydantic import BaseModel, Field
+
+    from synth_assets.instructions.rows import complete_json, grammar_bounded
+
+    class Instance(BaseModel):
+        output: str = Field(description="label")
+        input: str = Field(description="example")
+        items: list[str] = Field(description="questions", min_length=1, max_length=10)
+
+    bounded = grammar_bounded(Instance, {"input": (0, 50), "items": (15, 120, 2)})
+    schema = bounded.model_json_schema()["properties"]
+    assert list(schema) == ["output", "input", "items"]  # field order = generation order, kept
+    assert (schema["input"]["minLength"], schema["input"]["maxLength"]) == (0, 50) and "maxLength" not in schema["output"]
+    assert schema["items"]["items"] == {"type": "string", "minLength": 15, "maxLength": 120} and schema["items"]["maxItems"] == 2
+
+    sent = []
+
+    def session(is_local: bool):
+        def answer(requests, schema):
+            sent.append(schema)
+            # a raw newline inside a JSON string, as the bundled model writes them
+            raw = '{"output": "Yes", "input": "a\nb", "items": ["What does this function return?"]}'
+            return [SimpleNamespace(parsed=None, raw_text=raw, status="error", error="invalid JSON: Invalid control character at")]
+        return SimpleNamespace(endpoint=SimpleNamespace(is_local=is_local), complete_json=answer)
+
+    (local,) = complete_json(session(True), ["request"], Instance, local_lengths={"input": (0, 50)})
+    (remote,) = complete_json(session(False), ["request"], Instance, local_lengths={"input": (0, 50)})
+    assert sent[0] is not Instance and sent[0].model_json_schema()["properties"]["input"]["maxLength"] == 50
+    assert sent[1] is Instance  # OpenAI strict structured outputs reject minLength/maxLength
+    for result in (local, remote):  # salvaged with json.loads(strict=False)
+        assert result.status == "ok" and result.parsed.input == "a\nb"

@@ -27,11 +27,11 @@ def judge(warehouse, server, **config):
                           run_config=dg.RunConfig({"llm_judge": LLMJudgeConfig(**config)}))
 
 
-def test_judge_scores_rows_thresholds_decide_and_lineage_shows_it(warehouse, monkeypatch):
+def test_judge_scores_rows_thresholds_decide_and_lineage_shows_it(warehouse):
     warehouse.write_table("synthetic_textbook", SECTIONS)
     with OpenAIDouble(chat=self_instruct_responder) as server:
         dg.materialize([self_instruct], resources={"warehouse": warehouse, "llm": llm_for(server)},
-                       run_config=dg.RunConfig({"self_instruct": SelfInstructConfig(rounds=1, requests_per_round=3, sandbox_timeout_s=2.0)}))
+                       run_config=dg.RunConfig({"self_instruct": SelfInstructConfig(rounds=2, requests_per_round=12, sandbox_timeout_s=2.0)}))
     instructions = warehouse.query("SELECT instruction_id, output FROM self_instruct").to_dicts()
     with OpenAIDouble(chat=judge_responder) as server:
         server.malformed_next(count=1)  # the first judge call fails: that row is not judged, not kept
@@ -69,11 +69,14 @@ def test_judge_scores_rows_thresholds_decide_and_lineage_shows_it(warehouse, mon
     assert 0 < released.height < len(instructions) and "llm_judge" in reason
     assert {"instruction", "input", "output"} <= set(released.columns)
 
-    # lineage: the judged row's score and rationale (the ID_KINDS lines proposed for reports/lineage.py)
-    monkeypatch.setitem(lineage.ID_KINDS, "instruction_id", (
-        lineage.Step("Self-Instruct row", "self_instruct", "instruction_id"),
-        lineage.Step("LLM judge (score, rationale, kept)", "llm_judge", "judged_id"),
-    ))
+    # lineage: the judged row's score and rationale
     row_id = next(v["judged_id"] for v in now if v["kept"])
     text = lineage.format_trace(lineage.trace(warehouse.read_only(), row_id[:10]))
     assert "score: 5" in text and "rationale: scored 5: tested code" in text and "kept: True" in text
+    assert "instruction row (self_instruct)" in text and "LLM judge" in text
+    judged = next(v for v in now if v["judged_id"] == row_id)
+    assert f"cache_key={judged['cache_key'][:20]}" in text  # the judging call is in the cost
+    # a dropped row's reason is shown too
+    dropped = next(v["judged_id"] for v in now if not v["kept"] and v["score"] is not None)
+    text = lineage.format_trace(lineage.trace(warehouse.read_only(), dropped))
+    assert "kept: False" in text and "reason: below_threshold: score" in text

@@ -23,7 +23,7 @@ def llm_for(server) -> LLMResource:
 
 
 def run(warehouse, server, **overrides):
-    config = SelfInstructConfig(**{"rounds": 2, "requests_per_round": 3, "sandbox_timeout_s": 2.0, **overrides})
+    config = SelfInstructConfig(**{"rounds": 2, "requests_per_round": 6, "sandbox_timeout_s": 2.0, **overrides})
     return dg.materialize([self_instruct], resources={"warehouse": warehouse, "llm": llm_for(server)},
                           run_config=dg.RunConfig({"self_instruct": config}))
 
@@ -37,8 +37,8 @@ def test_self_instruct_removes_planted_near_duplicates_and_grows_the_pool(wareho
     rejects = warehouse.query("SELECT * FROM self_instruct_rejects").to_dicts()
     seeds = {s.task_id: s.instruction for s in load_seed_tasks()}
 
-    # 3 requests x 2 rounds, each with one fresh generation and one fresh classification task
-    assert len(rows) == 12 and len({r["instruction_id"] for r in rows}) == 12
+    # 6 one-task requests x 2 rounds; per round one fresh generation and one fresh classification task
+    assert len(rows) == 4 and len({r["instruction_id"] for r in rows}) == 4
     kept = [r["instruction"] for r in rows]
     for i, a in enumerate(kept):  # nothing kept is a near-duplicate of anything else kept or of a seed
         assert all(rouge_l(a, b) < 0.7 for b in kept[i + 1 :])
@@ -47,6 +47,8 @@ def test_self_instruct_removes_planted_near_duplicates_and_grows_the_pool(wareho
     similar = [r for r in rejects if r["reason"].startswith("rouge_l: ")]
     by_target = {r["most_similar_id"] for r in similar}
     assert by_target & set(seeds), "near-duplicates of seed tasks were not caught"
+    same_round = [r for r in similar if r["round"] == 1 and r["most_similar_id"] not in seeds]
+    assert same_round, "a near-duplicate of a task accepted earlier in the same round was not caught"
     round_two_dups = [r for r in similar if r["round"] == 2 and r["most_similar_id"] not in seeds]
     assert round_two_dups, "near-duplicates of earlier generated instructions were not caught"
     for reject in similar:
@@ -56,15 +58,15 @@ def test_self_instruct_removes_planted_near_duplicates_and_grows_the_pool(wareho
     assert any(r["reason"] == "too_short: 3 words (< 4)" for r in rejects)
 
     # the pool grew: round-2 prompts show two generated (round-1) instructions, round-1 prompts none
-    assert len(generation_prompts) == 6
+    assert len(generation_prompts) == 12
     round_one = [r["instruction"] for r in rows if r["round"] == 1]
     assert not any(t in generation_prompts[0] for t in round_one)
-    for prompt in generation_prompts[3:]:
+    for prompt in generation_prompts[6:]:
         assert sum(1 for t in round_one if t in prompt) == 2
         assert len(re.findall(r"^Task \d+: ", prompt, flags=re.MULTILINE)) == 8
 
     classification = [r for r in rows if r["is_classification"]]
-    assert len(classification) == 6
+    assert len(classification) == 2
     assert all(r["instance_order"] == "output_first" and r["output"] == "Yes" for r in classification)
     generation = [r for r in rows if not r["is_classification"]]
     assert all(r["instance_order"] == "input_first" for r in generation)
@@ -77,7 +79,7 @@ def test_self_instruct_removes_planted_near_duplicates_and_grows_the_pool(wareho
             assert not row["has_code"] and row["sandbox_reason"] == "no_code"
     assert all(len(r["in_context_ids"]) == 8 and r["instruction_cache_key"] and r["cache_key"] for r in rows)
     metadata = result.asset_materializations_for_node("self_instruct")[0].metadata
-    assert metadata["pool_size_by_round"].value == [len(seeds) + 6, len(seeds) + 12]
+    assert metadata["pool_size_by_round"].value == [len(seeds) + 2, len(seeds) + 4]
     assert "rouge_l" in metadata["rejection_reasons"].value
 
 

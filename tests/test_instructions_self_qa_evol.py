@@ -29,6 +29,10 @@ def test_self_qa_rows_carry_their_source_document_and_filters_say_why(warehouse)
         result = dg.materialize([self_qa], resources={"warehouse": warehouse, "llm": llm_for(server)},
                                 run_config=dg.RunConfig({"self_qa": config}))
         prompts = [b["messages"][-1]["content"] for b in server.chat_requests]
+        again = dg.materialize([self_qa], resources={"warehouse": warehouse, "llm": llm_for(server)},
+                               run_config=dg.RunConfig({"self_qa": config}))
+        assert len(server.chat_requests) == len(prompts)  # nothing changed: no request
+    assert again.asset_materializations_for_node("self_qa")[0].metadata["llm/cost_usd"].value == 0
     assert result.success
     rows = warehouse.query("SELECT * FROM self_qa").to_dicts()
     rejects = warehouse.query("SELECT * FROM self_qa_rejects").to_dicts()

@@ -77,7 +77,8 @@ def write_pipeline(warehouse, with_downstream: bool = True) -> None:
 
 def test_views_on_an_empty_warehouse_are_skipped(warehouse):
     status = create_lineage_views(warehouse)
-    assert set(status) == {"lineage_llm_calls_by_key", "lineage_exercises", "lineage_textbook", "lineage_filtered"}
+    assert set(status) == {"lineage_llm_calls_by_key", "lineage_exercises", "lineage_textbook", "lineage_filtered",
+                           "lineage_self_instruct", "lineage_alpaca_instructions", "lineage_self_qa", "lineage_evol_instruct"}
     assert all(s.startswith("skipped") for s in status.values())
 
 
@@ -95,7 +96,8 @@ def test_views_join_every_link_and_are_idempotent(warehouse):
     write_pipeline(warehouse)
     first = create_lineage_views(warehouse)
     assert create_lineage_views(warehouse) == first
-    assert all(s == "created" for s in first.values()), first
+    assert all(s == "created" for s in first.values() if "llm_judge" not in s and not s.startswith("skipped")), first
+    assert first["lineage_textbook"] == "created without llm_judge (table missing)"
 
     exercises = {r["exercise_id"]: r for r in warehouse.query("SELECT * FROM lineage_exercises").to_dicts()}
     ex1, ex2 = exercises["ex1aaaa"], exercises["ex2bbbb"]
@@ -167,10 +169,52 @@ def test_unknown_and_ambiguous_ids_are_clear_errors(warehouse, capsys, tmp_path)
     with pytest.raises(LineageError, match="ambiguous"):
         resolve_id(warehouse, "ex")
     assert main(["nope", "--warehouse", warehouse.path]) == 1
-    assert "no exercise_id, section_id, prompt_id or doc_id starts with 'nope'" in capsys.readouterr().err
+    assert "no exercise_id, section_id, prompt_id, doc_id or instruction_id starts with 'nope'" in capsys.readouterr().err
     assert main(["doc1", "--warehouse", str(tmp_path / "missing.duckdb")]) == 1
     assert "no warehouse at" in capsys.readouterr().err
     assert not (tmp_path / "missing.duckdb").exists()
+
+
+def write_instructions(warehouse) -> None:
+    """A Self-QA row, its judge verdict and HumanEval verdict, and a judged section."""
+    warehouse.write_table("self_qa", pl.DataFrame({
+        "instruction_id": ["qa1234567890abcd"], "method": ["self_qa"], "instruction": ["What does os.path.join do?"],
+        "input": [""], "output": ["It joins path parts."], "source_doc_id": ["doc1"], "model": ["gpt-4o-mini"],
+        "cache_key": ["k-qa1"],
+    }))
+    warehouse.write_table("llm_judge", pl.DataFrame({
+        "dataset": ["self_qa", "synthetic_textbook"], "judged_id": ["qa1234567890abcd", "sec1"],
+        "kind": ["instruction", "textbook"], "score": [2, 5],
+        "rationale": ["The answer is vague about separators.", "Clear and correct."], "threshold": [4.0, 4.0],
+        "kept": [False, True], "reason": ["below_threshold: score 2 < 4", None], "cache_key": ["k-judge-qa1", "k-judge-sec1"],
+    }))
+    warehouse.write_table("instructions_contamination_report", pl.DataFrame({
+        "dataset": ["self_qa"], "instruction_id": ["qa1234567890abcd"], "verdict": ["clean"],
+        "reason": ["below every threshold (ngram 0.00/0tok, minhash 0.00, ast n/a)"],
+    }))
+    ledger = warehouse.query("SELECT * FROM llm_calls")
+    extra = ledger.head(2).with_columns(pl.Series("call_id", ["c6", "c7"]), pl.Series("cache_key", ["k-qa1", "k-judge-qa1"]),
+                                        pl.Series("asset_key", ["self_qa", "llm_judge"]))
+    warehouse.write_table("llm_calls", pl.concat([ledger, extra]))
+
+
+def test_trace_an_instruction_shows_its_document_judge_score_and_rationale(warehouse, capsys):
+    write_pipeline(warehouse)
+    write_instructions(warehouse)
+    assert main(["qa123", "--warehouse", warehouse.path]) == 0  # a prefix is enough
+    out = capsys.readouterr().out
+    assert "instruction_id qa1234567890abcd" in out
+    # the grounding document first, then the row, the HumanEval verdict and the judge's verdict
+    assert out.index("source document (Self-QA)") < out.index("instruction row (self_qa)") < out.index("LLM judge")
+    assert "content: import os" in out and "verdict: clean" in out and "instruction row (self_instruct)" not in out
+    assert "score: 2" in out and "rationale: The answer is vague about separators." in out
+    assert "kept: False" in out and "reason: below_threshold: score 2 < 4" in out
+    assert "LLM calls (2):" in out and "cache_key=k-judge-qa1" in out
+    # judged ids are not searched: a section id stays unambiguous, and its trace shows its score
+    assert resolve_id(warehouse, "sec1") == ("section_id", "sec1")
+    assert main(["sec1", "--warehouse", warehouse.path]) == 0
+    out = capsys.readouterr().out
+    assert "score: 5" in out and "rationale: Clear and correct." in out
 
 
 def test_the_module_runs_as_a_command(warehouse):
@@ -190,3 +234,15 @@ def test_ids_stored_with_another_type_still_join(warehouse):
     assert create_lineage_views(warehouse)["lineage_textbook"].startswith("created")
     row = warehouse.query("SELECT * FROM lineage_textbook").row(0, named=True)
     assert row["prompt_topic"] == "sorting"
+
+
+def test_instruction_and_judge_views(warehouse):
+    write_pipeline(warehouse)
+    write_instructions(warehouse)
+    status = create_lineage_views(warehouse)
+    assert status["lineage_self_qa"] == "created" and status["lineage_self_instruct"].startswith("skipped")
+    row = warehouse.query("SELECT * FROM lineage_self_qa").row(0, named=True)
+    assert (row["judge_score"], row["judge_kept"], row["judge_reason"]) == (2, False, "below_threshold: score 2 < 4")
+    assert row["contamination_verdict"] == "clean" and row["llm_calls"] == 1
+    section = warehouse.query("SELECT judge_score, judge_rationale FROM lineage_textbook").row(0, named=True)
+    assert section == {"judge_score": 5, "judge_rationale": "Clear and correct."}

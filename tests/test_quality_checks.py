@@ -266,6 +266,44 @@ def write_good_graph(warehouse) -> None:
             }
         ),
     )
+    write_good_instructions(warehouse)
+
+
+GOOD_INSTRUCTIONS = [
+    "Write a function that reverses the words of a sentence.",
+    "Explain when a Python tuple is preferable to a list.",
+    "Classify whether the given integer is prime or composite.",
+    "Convert a temperature in Celsius to Fahrenheit and round it.",
+]
+
+
+def write_good_instructions(warehouse) -> None:
+    """The four instruction tables, the judge's verdicts and the HumanEval report on them."""
+    for table, method in (("self_instruct", "self_instruct"), ("alpaca_instructions", "alpaca"), ("self_qa", "self_qa"),
+                          ("evol_instruct", "evol_instruct")):
+        ids = [f"{table}-{n}" for n in range(len(GOOD_INSTRUCTIONS))]
+        frame = pl.DataFrame({
+            "instruction_id": ids, "method": [method] * len(ids), "instruction": GOOD_INSTRUCTIONS,
+            "input": ["", "", "7", "21.5"], "output": ["def f(s):\n    return ' '.join(s.split()[::-1])\n",
+                                                       "When it should not change.", "prime", "70.7"],
+        })
+        if table == "self_qa":
+            frame = frame.with_columns(pl.lit("doc1").alias("source_doc_id"))
+        warehouse.write_table(table, frame)
+    judged = [(table, f"{table}-{n}") for table in ("self_instruct", "alpaca_instructions", "self_qa", "evol_instruct")
+              for n in range(len(GOOD_INSTRUCTIONS))] + [("synthetic_textbook", "s-1")]
+    scores = [5, 4, 2, None] * 4 + [4]
+    warehouse.write_table("llm_judge", pl.DataFrame({
+        "dataset": [d for d, _ in judged], "judged_id": [i for _, i in judged], "score": scores,
+        "threshold": [4.0] * len(judged), "kept": [s is not None and s >= 4 for s in scores],
+        "reason": [None if s is not None and s >= 4 else ("judge_failed: llm_error" if s is None else f"below_threshold: score {s} < 4")
+                   for s in scores],
+    }, schema_overrides={"score": pl.Int64, "reason": pl.Utf8}))
+    warehouse.write_table("instructions_contamination_report", pl.DataFrame({
+        "dataset": ["self_instruct", "self_instruct"], "instruction_id": ["self_instruct-0", "self_instruct-1"],
+        "fired_signals": [["ngram"], []], "verdict": ["contaminated", "clean"],
+        "reason": ["ngram 1.00 >= 0.5 (HumanEval/0)", "below every threshold"],
+    }))
 
 
 SPECS = {spec.name: spec for spec in all_check_specs()}
@@ -661,6 +699,10 @@ def test_all_asset_checks_cover_every_asset_with_blocking_integrity():
         "synthetic_textbook_quality_floors",
         "code_exercises_quality_floors",
         "decontaminated_exercises_quality_floors",
+        "self_instruct_quality_floors",
+        "alpaca_instructions_quality_floors",
+        "self_qa_quality_floors",
+        "evol_instruct_quality_floors",
     }
     for checks in all_asset_checks:
         for spec in checks.check_specs:
@@ -843,3 +885,19 @@ def test_an_exact_copy_of_a_near_duplicate_points_at_the_survivor_and_passes(tmp
     rows = [(Path(origin).relative_to(corpus).as_posix(), reason, of) for origin, reason, of in removed.rows()]
     assert rows == [("a/short.py", "near_duplicate", survivor), ("b/short_copy.py", "exact_duplicate", survivor)]
     assert run(warehouse, "dedup_removed_integrity").passed
+
+
+def test_instruction_report_and_judge_integrity_catch_inconsistent_rows(graph):
+    warehouse = graph
+    warehouse.write_table("instructions_contamination_report", pl.DataFrame({
+        "dataset": ["self_instruct", "self_instruct", "nonsense"], "instruction_id": ["a", "b", "c"],
+        "fired_signals": [[], ["ngram"], []], "verdict": ["contaminated", "clean", "clean"], "reason": ["x", "y", "z"],
+    }))
+    result = run(warehouse, "instructions_contamination_report_integrity")
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
+    assert {"contaminated_iff_a_signal_fired", "known_dataset"} <= set(failing(result))
+    warehouse.write_table("llm_judge", pl.DataFrame({
+        "dataset": ["self_instruct"], "judged_id": ["a"], "score": [2], "threshold": [4.0], "kept": [True], "reason": [None],
+    }, schema_overrides={"reason": pl.Utf8}))
+    result = run(warehouse, "llm_judge_integrity")
+    assert not result.passed and "kept_matches_threshold" in failing(result)

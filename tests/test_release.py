@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from synth_assets.reports.training_data_release import (
+    INSTRUCTION_RELEASE_COLUMNS,
     RELEASE_CONFIGS,
     ReleaseConfig,
     build_release,
@@ -29,9 +30,37 @@ EXERCISES = [
 ]
 
 
+def instruction_rows(ids: list[str], method: str) -> pl.DataFrame:
+    return pl.DataFrame({
+        "instruction_id": ids, "method": [method] * len(ids),
+        "instruction": [f"Write a function number {i}." for i in ids], "input": [""] * len(ids),
+        "output": [f"def f():\n    return '{i}'\n" for i in ids], "round": [1] * len(ids),
+        "model": ["gpt-4o-mini"] * len(ids), "completion_tokens": [10] * len(ids),
+    }, schema_overrides={"instruction_id": pl.Utf8, "method": pl.Utf8, "instruction": pl.Utf8, "input": pl.Utf8,
+                         "output": pl.Utf8, "model": pl.Utf8, "completion_tokens": pl.Int64})
+
+
+def judge_rows(rows: list[tuple[str, str, int | None]], threshold: float = 4.0) -> pl.DataFrame:
+    """llm_judge as the judge writes it: (dataset, judged_id, score) -> kept, reason."""
+    return pl.DataFrame({
+        "dataset": [r[0] for r in rows], "judged_id": [r[1] for r in rows], "kind": ["instruction"] * len(rows),
+        "score": [r[2] for r in rows], "rationale": ["because"] * len(rows), "threshold": [threshold] * len(rows),
+        "kept": [r[2] is not None and r[2] >= threshold for r in rows],
+        "reason": [None if r[2] is not None and r[2] >= threshold else f"below_threshold: score {r[2]} < {threshold:g}" for r in rows],
+    }, schema_overrides={"score": pl.Int64, "reason": pl.Utf8})
+
+
+# self_instruct: i1 kept and clean, i2 below the judge's threshold, i3 kept but contaminated;
+# alpaca_instructions: its one row dropped by the judge (an empty config); self_qa: no rows.
+JUDGED = [("synthetic_textbook", "s1", 5), ("synthetic_textbook", "s2", 4),
+          ("code_exercises", "ex-1", 5), ("code_exercises", "ex-2", 4), ("code_exercises", "ex-6", 4),
+          ("self_instruct", "i1", 5), ("self_instruct", "i2", 2), ("self_instruct", "i3", 5),
+          ("alpaca_instructions", "a1", 1), ("evol_instruct", "e1", 4)]
+
+
 def pipeline_tables(warehouse) -> None:
-    """The three released tables, the contamination report and the ledger, as the pipeline
-    stages write them (ARCHITECTURE.md)."""
+    """The released tables, the contamination reports, the judge and the ledger, as the
+    pipeline stages write them (ARCHITECTURE.md)."""
     warehouse.write_table("filtered_textbook", pl.DataFrame({
         "doc_id": ["d1", "d2", "d3"],
         "content": ["import os\n", "def f():\n    pass\n", "x = 1\n"],
@@ -75,6 +104,17 @@ def pipeline_tables(warehouse) -> None:
         "outputs": [["2", "4"]], "n_pairs": [2], "prompt": ["double(1) == 2; double(2) == 4. Write the function."],
         "template": ["pairs_then_ask"], "shown_pairs": [2],
     }))
+    warehouse.write_table("self_instruct", instruction_rows(["i1", "i2", "i3"], "self_instruct"))
+    warehouse.write_table("alpaca_instructions", instruction_rows(["a1"], "alpaca"))
+    warehouse.write_table("self_qa", instruction_rows([], "self_qa"))
+    warehouse.write_table("evol_instruct", instruction_rows(["e1"], "evol_instruct"))
+    warehouse.write_table("llm_judge", judge_rows(JUDGED))
+    warehouse.write_table("instructions_contamination_report", pl.DataFrame({
+        "dataset": ["self_instruct"] * 3 + ["alpaca_instructions", "evol_instruct"],
+        "instruction_id": ["i1", "i2", "i3", "a1", "e1"],
+        "verdict": ["clean", "clean", "contaminated", "clean", "clean"],
+        "reason": ["below every threshold"] * 2 + ["ngram 1.00 >= 0.5 (HumanEval/0)"] + ["below every threshold"] * 2,
+    }))
 
 
 def read_front_matter(card: str) -> dict:
@@ -99,7 +139,7 @@ def test_release_files_card_and_manifest(warehouse, tmp_path):
     release_dir = tmp_path / "release"
     metadata = materialize(warehouse, release_dir)
 
-    for spec in RELEASE_CONFIGS:
+    for spec in [s for s in RELEASE_CONFIGS if s.columns is None]:  # instruction configs: their own test
         expected = warehouse.query(
             f"SELECT * FROM {spec.table}" + (" WHERE passed" if spec.name == "decontaminated_exercises" else "")
         )
@@ -114,7 +154,8 @@ def test_release_files_card_and_manifest(warehouse, tmp_path):
     card = (release_dir / "README.md").read_text()
     assert metadata["dataset_card"].value == card
     front = read_front_matter(card)
-    assert [c["config_name"] for c in front["configs"]] == [s.name for s in RELEASE_CONFIGS]
+    empty = {"alpaca_instructions", "self_qa"}
+    assert [c["config_name"] for c in front["configs"]] == [s.name for s in RELEASE_CONFIGS if s.name not in empty]
     assert front["configs"][0]["default"] is True
     for config in front["configs"]:
         (data_files,) = config["data_files"]
@@ -142,14 +183,15 @@ def test_release_files_card_and_manifest(warehouse, tmp_path):
 
     # the failing exercise is left out, and the card says why
     assert metadata["left_out/decontaminated_exercises"].value == 1
-    assert "1 row(s) of `decontaminated_exercises` left out: solution failed its tests" in card
+    assert "1 row(s) of `decontaminated_exercises` left out: 1: solution failed its tests" in card
 
     manifest = warehouse.query("SELECT * FROM training_data_release ORDER BY config_name")
     assert manifest["config_name"].to_list() == [
-        "case2code", "decontaminated_exercises", "filtered_textbook", "personas", "synthetic_textbook"]
-    assert manifest["rows"].to_list() == [1, 2, 3, 2, 2]
-    assert manifest["rows_left_out"].to_list() == [0, 1, 0, 0, 0]
-    for row in manifest.iter_rows(named=True):
+        "alpaca_instructions", "case2code", "decontaminated_exercises", "evol_instruct", "filtered_textbook", "personas",
+        "self_instruct", "self_qa", "synthetic_textbook"]
+    assert manifest["rows"].to_list() == [0, 1, 2, 1, 3, 2, 1, 0, 2]
+    assert manifest["rows_left_out"].to_list() == [1, 0, 1, 0, 0, 0, 2, 0, 0]
+    for row in manifest.filter(pl.col("rows") > 0).iter_rows(named=True):
         assert row["parquet_sha256"] == hashlib.sha256(Path(row["parquet_path"]).read_bytes()).hexdigest()
 
     # a re-run over the same tables gives the same files (stable data version)
@@ -157,6 +199,53 @@ def test_release_files_card_and_manifest(warehouse, tmp_path):
     assert again["data_version"].value == metadata["data_version"].value
     assert sorted(p.name for p in (release_dir / "synthetic_textbook").iterdir()) == [
         "train-00000-of-00001.jsonl", "train-00000-of-00001.parquet"]
+
+
+def test_instruction_configs_are_judged_decontaminated_and_empty_ones_left_out(warehouse, tmp_path):
+    pipeline_tables(warehouse)
+    release_dir = tmp_path / "release"
+    exported, card, _ = build_release(warehouse, ReleaseConfig(release_dir=str(release_dir)))
+    by_name = {e.spec.name: e for e in exported}
+
+    # the instruction/input/output layout, only rows the judge kept and decontamination passed
+    released = pl.read_parquet(release_dir / "self_instruct" / "train-00000-of-00001.parquet")
+    assert tuple(released.columns) == INSTRUCTION_RELEASE_COLUMNS
+    assert released["instruction_id"].to_list() == ["i1"]
+    jsonl = [json.loads(line) for line in (release_dir / "self_instruct" / "train-00000-of-00001.jsonl").read_text().splitlines()]
+    assert [row["instruction"] for row in jsonl] == ["Write a function number i1."] and set(jsonl[0]) >= {"instruction", "input", "output"}
+    reason = by_name["self_instruct"].left_out_reason
+    assert by_name["self_instruct"].left_out == 2 and "1: not kept by `llm_judge`" in reason and "1: contaminated" in reason
+    assert "2 row(s) of `self_instruct` left out: 1: not kept by `llm_judge`" in card
+
+    # empty configs: no files, not declared (load_dataset would raise), the card says why
+    front = read_front_matter(card)
+    declared = {c["config_name"] for c in front["configs"]}
+    assert {"self_instruct", "evol_instruct"} <= declared and not declared & {"alpaca_instructions", "self_qa"}
+    assert not list((release_dir / "alpaca_instructions").glob("train-*")) and not list((release_dir / "self_qa").glob("train-*"))
+    assert "corresponds to no data" in card
+    assert "- `alpaca_instructions`: all 1 row(s) of `alpaca_instructions` left out: 1: not kept by `llm_judge`" in card
+    assert "- `self_qa`: `self_qa` has no rows." in card
+    # the card's instruction section: per-method counts and the judge's score distribution
+    assert "## Instruction data" in card and "| self_instruct | 3 | 0 | 2 | 4.0 | 1 | self_instruct |" in card
+    assert "| self_instruct | 4.0 | 0 | 0 | 1 | 0 | 0 | 2 | 0 |" in card
+
+    # a lower threshold for self_instruct (the judge re-decides `kept`) releases i2 as well
+    warehouse.write_table("llm_judge", judge_rows(JUDGED, threshold=2.0))
+    exported, card, _ = build_release(warehouse, ReleaseConfig(release_dir=str(release_dir)))
+    released = pl.read_parquet(release_dir / "self_instruct" / "train-00000-of-00001.parquet")
+    assert released["instruction_id"].to_list() == ["i1", "i2"]
+    # and alpaca's row is still below it: still empty, and an earlier release's files would be gone
+    assert {e.spec.name: e.rows for e in exported}["alpaca_instructions"] == 0
+
+
+def test_judge_gates_textbook_and_exercises(warehouse, tmp_path):
+    pipeline_tables(warehouse)
+    warehouse.write_table("llm_judge", judge_rows([j if j[1] != "s2" else ("synthetic_textbook", "s2", 1) for j in JUDGED]))
+    exported, card, _ = build_release(warehouse, ReleaseConfig(release_dir=str(tmp_path / "release")))
+    textbook = {e.spec.name: e for e in exported}["synthetic_textbook"]
+    assert textbook.rows == 1 and textbook.left_out == 1 and "not kept by `llm_judge`" in textbook.left_out_reason
+    released = pl.read_parquet(tmp_path / "release" / "synthetic_textbook" / "train-00000-of-00001.parquet")
+    assert released["section_id"].to_list() == ["s1"]
 
 
 def test_missing_input_table_fails_with_its_name(warehouse, tmp_path):
@@ -182,7 +271,7 @@ def test_failed_exercises_can_be_released_on_request(warehouse, tmp_path):
         warehouse, ReleaseConfig(release_dir=str(tmp_path / "release"), include_failed_exercises=True)
     )
     assert {e.spec.name: e.rows for e in exported}["decontaminated_exercises"] == 3
-    assert "left out" not in card
+    assert "row(s) of `decontaminated_exercises` left out" not in card
 
 
 def test_decontamination_summary_without_signal_list_groups_by_reason():

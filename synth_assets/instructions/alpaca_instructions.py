@@ -22,6 +22,7 @@ from resources.llm import ChatRequest, LLMResource
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_code_change
 from synth_assets.common.tables import table_result
+from synth_assets.settings import settings_origin, with_settings
 from synth_assets.instructions.execution import ExecutionConfig, attach_code_verdicts
 from synth_assets.instructions.filters import (
     DEFAULT_BLACKLIST, MAX_WORDS, MIN_WORDS, ROUGE_L_THRESHOLD, InstructionFilter, instance_rejection, screen_instruction,
@@ -37,7 +38,9 @@ METHOD = "alpaca"
 TABLE = "alpaca_instructions"
 REJECTS_TABLE = "alpaca_instructions_rejects"
 PROMPT_VERSION = "alpaca-v1"
-CODE_VERSION = f"alpaca_instructions-1+{PROMPT_VERSION}"
+CODE_VERSION = f"alpaca_instructions-2+{PROMPT_VERSION}"
+# Character bounds the local model's grammar enforces (rows.grammar_bounded).
+LOCAL_LENGTHS = {"instruction": (15, 250), "input": (0, 300), "output": (1, 500)}
 SYSTEM_PROMPT = "You write programming tasks and their answers for a Python course. Answer only with JSON."
 
 EXTRA_SCHEMA = {
@@ -161,6 +164,7 @@ def alpaca_instructions(
     ROUGE-L with a seed or an earlier kept task is >= 0.7. Python in the output is parsed
     and its asserts are run in the sandbox (`has_code`, `code_parses`, `n_asserts`,
     `sandbox_passed`, `sandbox_reason`)."""
+    config = with_settings(config, "alpaca_instructions")
     seeds = list(load_seed_tasks())
     plans = plan_requests(seeds, config.n_requests, config.n_in_context, config.seed)
     by_id = {t.task_id: t for t in seeds}
@@ -172,7 +176,7 @@ def alpaca_instructions(
         ]
         with llm.session(context, warehouse) as session:
             session.log_estimate(len(requests), 450, config.max_tokens)
-            results = complete_json(session, requests, schema=AlpacaTask)
+            results = complete_json(session, requests, schema=AlpacaTask, local_lengths=LOCAL_LENGTHS)
             rows, rejects = alpaca_rows(plans, results, seeds, rules, session.model)
             llm_metadata = session.metadata()
         report = attach_code_verdicts(rows, config)
@@ -181,6 +185,7 @@ def alpaca_instructions(
         context.log.info(f"alpaca_instructions: {len(rows)} rows, {len(rejects)} rejected")
     metadata = {
         "planned": len(plans),
+        "settings_origin": dg.MetadataValue.json(settings_origin(config, "alpaca_instructions")),
         "distinct_topics": len({row["topic"] for row in rows}),
         "prompt_version": PROMPT_VERSION,
         **instruction_metadata(rows, rejects, report),

@@ -5,6 +5,7 @@ why, and the judge's score distribution per dataset. `training_data_release` app
 from __future__ import annotations
 
 from synth_assets.common.tables import markdown_table
+from synth_assets.decontamination.instructions_contamination_report import INSTRUCTIONS_REPORT_TABLE as CONTAMINATION_TABLE
 from synth_assets.instructions import alpaca_instructions, evol_instruct, llm_judge, self_instruct, self_qa
 from synth_assets.instructions.judge_rubrics import SCORE_MAX, SCORE_MIN
 
@@ -19,10 +20,11 @@ def _count(lake, sql: str) -> int:
 def instruction_card_section(lake) -> str:
     """Markdown for the card (tables that do not exist are reported as such)."""
     judged = lake.table_exists(llm_judge.TABLE)
+    checked = lake.table_exists(CONTAMINATION_TABLE)
     rows, reasons = [], []
     for module in METHODS:
         if not lake.table_exists(module.TABLE):
-            rows.append((module.TABLE, "not materialized", "-", "-", "-", "-"))
+            rows.append((module.TABLE, "not materialized", "-", "-", "-", "-", "-"))
             continue
         n_rows = _count(lake, f'SELECT count(*) FROM "{module.TABLE}"')
         n_rejected = _count(lake, f'SELECT count(*) FROM "{module.REJECTS_TABLE}"') if lake.table_exists(module.REJECTS_TABLE) else 0
@@ -30,7 +32,10 @@ def instruction_card_section(lake) -> str:
         if judged:
             stats = lake.query(f"SELECT count(*) FILTER (WHERE kept) AS kept, round(avg(score), 2) AS mean FROM {llm_judge.TABLE} WHERE dataset = ?", [module.TABLE]).row(0)
             kept, mean = stats[0], "-" if stats[1] is None else stats[1]
-        rows.append((module.TABLE, n_rows, n_rejected, kept, mean, module.METHOD))
+        contaminated = "-"
+        if checked:
+            contaminated = _count(lake, f"SELECT count(*) FROM {CONTAMINATION_TABLE} WHERE dataset = '{module.TABLE}' AND verdict = 'contaminated'")
+        rows.append((module.TABLE, n_rows, n_rejected, kept, mean, contaminated, module.METHOD))
         if n_rejected:
             top = lake.query(
                 f"SELECT split_part(reason, ':', 1) AS reason, count(*) AS n FROM \"{module.REJECTS_TABLE}\" "
@@ -43,7 +48,8 @@ def instruction_card_section(lake) -> str:
         "Rows in the `instruction` / `input` / `output` layout, one config per method. Every dropped candidate "
         "is kept in the warehouse (`<table>_rejects`, with a `reason`).",
         "",
-        markdown_table(rows, ["table", "rows generated", "candidates dropped", "kept by the judge", "mean judge score", "method"]),
+        markdown_table(rows, ["table", "rows generated", "candidates dropped", "kept by the judge", "mean judge score",
+                              "contaminated (HumanEval)", "method"]),
         "",
         "Dropped by the method's own filters (top reasons):",
         "",

@@ -31,6 +31,7 @@ from resources.llm import ChatRequest, LLMResource
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_code_change
 from synth_assets.common.tables import table_result
+from synth_assets.settings import settings_origin, with_settings
 from synth_assets.instructions.evol_prompts import (
     COPIED_PROMPT_WORDS, DEFAULT_OPERATIONS, METHODS, EvolvedPrompt, Equality, equality_messages, evolve_messages,
     response_messages,
@@ -47,7 +48,9 @@ METHOD = "evol_instruct"
 TABLE = "evol_instruct"
 REJECTS_TABLE = "evol_instruct_rejects"
 PROMPT_VERSION = "evol-instruct-v1"
-CODE_VERSION = f"evol_instruct-1+{PROMPT_VERSION}"
+CODE_VERSION = f"evol_instruct-2+{PROMPT_VERSION}"
+# Character bounds the local model's grammar enforces on an evolved prompt (rows.grammar_bounded).
+LOCAL_PROMPT_LENGTHS = {"prompt": (15, 400)}
 REFUSAL_MAX_WORDS = 80  # WizardLM rule 2: "sorry" in a response shorter than 80 words
 # A small English stop-word list for rule 3 (a response of nothing but these is empty).
 STOP_WORDS = frozenset(
@@ -150,7 +153,7 @@ def evolve_round(session, chains: list[Chain], round_number: int, config: EvolIn
         session,
         [ChatRequest(evolve_messages(op, c.current), temperature=config.temperature, max_tokens=config.max_tokens, row_id=c.ids[-1])
          for c, op in zip(chains, operations)],
-        schema=EvolvedPrompt,
+        schema=EvolvedPrompt, local_lengths=LOCAL_PROMPT_LENGTHS,
     )
     rejects, candidates = [], []
     for chain, op, result in zip(chains, operations, evolved, strict=True):
@@ -222,6 +225,7 @@ def evol_instruct(
     `response_is_refusal`, `response_only_punctuation_and_stop_words`,
     `copied_prompt_words`, or a failed call); their chain retries from the parent in the
     next round. Python in responses is parsed and its asserts are run in the sandbox."""
+    config = with_settings(config, "evol_instruct")
     unknown = sorted(set(config.operations) - set(METHODS))
     if unknown or config.equality_check not in ("auto", "llm", "rouge"):
         raise dg.Failure(f"evol_instruct: unknown operations {unknown} or equality_check {config.equality_check!r}")
@@ -243,6 +247,7 @@ def evol_instruct(
         context.log.info(f"evol_instruct: {len(rows)} evolutions kept, {len(rejects)} eliminated")
     metadata = {
         "chains": len(chains),
+        "settings_origin": dg.MetadataValue.json(settings_origin(config, "evol_instruct")),
         "max_depth": max((row["depth"] for row in rows), default=0),
         "rows_by_operation": dg.MetadataValue.json({op: sum(1 for r in rows if r["operation"] == op) for op in config.operations}),
         "prompt_version": PROMPT_VERSION,

@@ -38,11 +38,11 @@ DEFAULT_BLACKLIST = (
 )
 
 
-_LIST_PREFIX = re.compile(r"^\s*(?:task\s*\d+\s*[:.)-]|\d+\s*[.)])\s*", re.IGNORECASE)
+_LIST_PREFIX = re.compile(r"^\s*(?:(?:tasks?|questions?)\s*\d*\s*[:.)-]|\d+\s*[.)])\s*", re.IGNORECASE)
 
 
 def clean_candidate(text: str) -> str:
-    """One line, without a leading "Task 9:" / "3." numbering copied from the prompt."""
+    """One line, without a leading "Task 9:" / "Question 2:" / "3." numbering copied from the prompt."""
     return re.sub(r"\s+", " ", _LIST_PREFIX.sub("", text or "")).strip()
 
 

@@ -33,6 +33,11 @@ class Judgement(BaseModel):
     score: int = Field(ge=SCORE_MIN, le=SCORE_MAX, description="0 (worst) to 5 (best)")
 
 
+# The local model's grammar bounds the rationale (rows.grammar_bounded), so it always
+# closes and the score is always written.
+LOCAL_LENGTHS = {"rationale": (10, 300)}
+
+
 @dataclass(frozen=True)
 class Rubric:
     dimension: str

@@ -18,14 +18,15 @@ from resources.llm import ChatRequest, LLMResource
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
 from synth_assets.common.tables import markdown_table, table_result
+from synth_assets.settings import settings_origin, with_settings
 from synth_assets.instructions import alpaca_instructions, evol_instruct, self_instruct, self_qa
-from synth_assets.instructions.judge_rubrics import SCORE_MAX, SCORE_MIN, Judgement, judge_messages
+from synth_assets.instructions.judge_rubrics import LOCAL_LENGTHS, SCORE_MAX, SCORE_MIN, Judgement, judge_messages
 from synth_assets.instructions.rows import complete_json, failure_reason
 from synth_assets.synthesis import code_exercises, synthetic_textbook
 
 TABLE = "llm_judge"
 PROMPT_VERSION = "judge-v1"
-CODE_VERSION = f"llm_judge-1+{PROMPT_VERSION}"
+CODE_VERSION = f"llm_judge-2+{PROMPT_VERSION}"
 # AlpaGasus keeps ChatGPT scores >= 4.5 on 0-5, where ChatGPT also gave half points. Our
 # scores are whole numbers (a schema-constrained enum), on which ">= 4.5" would mean
 # "only 5": the default keeps 4 and 5 ("good" and better). Set 5 for AlpaGasus's cut.
@@ -166,6 +167,7 @@ def llm_judge(
     Judging is one schema-constrained call per row, cached and priced like every call:
     changing a threshold re-decides `kept` from cached answers at no cost. On the bundled
     135M model the judge is weak (scores are noisy); the mechanism is what matters."""
+    config = with_settings(config, "llm_judge")
     wanted = [d for d in DATASETS if d.name in config.datasets]
     verdicts: list[dict] = []
     missing = []
@@ -179,12 +181,13 @@ def llm_judge(
                 rows = lake.query(f'SELECT {columns} FROM "{dataset.name}" ORDER BY "{dataset.id_column}"').to_dicts()
                 requests = judge_requests(dataset, rows, config)
                 session.log_estimate(len(requests), 500, config.max_tokens)
-                results = complete_json(session, requests, schema=Judgement)
+                results = complete_json(session, requests, schema=Judgement, local_lengths=LOCAL_LENGTHS)
                 verdicts += verdict_rows(dataset, rows, results, config.threshold(dataset.name), session.model)
             llm_metadata = session.metadata()
         lake.write_table(TABLE, pl.DataFrame(verdicts, schema=SCHEMA))
         context.log.info(f"llm_judge: {len(verdicts)} rows judged, {sum(v['kept'] for v in verdicts)} kept; missing {missing}")
-    metadata = {**judge_metadata(verdicts, missing), "prompt_version": PROMPT_VERSION, **llm_metadata}
+    metadata = {**judge_metadata(verdicts, missing), "prompt_version": PROMPT_VERSION,
+                "settings_origin": dg.MetadataValue.json(settings_origin(config, "llm_judge")), **llm_metadata}
     return table_result(warehouse, TABLE, metadata, snapshot_id=lake.snapshot_id_published)
 
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from typing import Annotated
 
 import dagster as dg
 import polars as pl
+from pydantic import BaseModel, Field, StringConstraints, create_model
 
 from synth_assets.common.tables import counts_markdown
 
@@ -102,11 +104,35 @@ def instruction_metadata(rows: list[dict], rejects: list[dict], report: dict | N
     }
 
 
-def complete_json(session, requests: list, schema: type) -> list:
-    """`session.complete_json`, plus a lenient second reading of answers that failed only
+def grammar_bounded(schema: type[BaseModel], lengths: dict[str, tuple[int, ...]]) -> type[BaseModel]:
+    """`schema` with (min, max) character bounds on the named string (or list-of-string)
+    fields, field order kept; a third number caps a list's items. llama.cpp's grammar turns `minLength`/`maxLength` into the
+    grammar itself, so a small model can neither leave a field empty nor run a string on
+    until `max_tokens` cuts the JSON off (what the bundled 135M model did unbounded).
+    Only sent to the local model: OpenAI strict structured outputs reject the keywords."""
+    overrides = {}
+    for name, (low, high, *max_items) in lengths.items():
+        field = schema.model_fields[name]
+        bounded = Annotated[str, StringConstraints(min_length=low, max_length=high)]
+        if field.annotation is str:
+            overrides[name] = (str, Field(description=field.description, min_length=low, max_length=high))
+        else:  # list[str]: bound each item, keep the list's own bounds
+            items = {k: v for m in field.metadata for k, v in (("min_length", getattr(m, "min_length", None)),
+                                                               ("max_length", getattr(m, "max_length", None))) if v is not None}
+            if max_items:
+                items["max_length"] = min(max_items[0], items.get("max_length", max_items[0]))
+            overrides[name] = (list[bounded], Field(description=field.description, **items))
+    return create_model(schema.__name__, __base__=schema, **overrides)
+
+
+def complete_json(session, requests: list, schema: type, local_lengths: dict[str, tuple[int, ...]] | None = None) -> list:
+    """`session.complete_json`, with `local_lengths` string bounds on the local model
+    (`grammar_bounded`), plus a lenient second reading of answers that failed only
     because a JSON string holds a raw control character (a newline): the bundled llama.cpp
     grammar lets the model write those, and strict `json.loads` refuses them. A salvaged
     answer gets status `ok` and its `parsed` object; anything else is left as it came."""
+    if local_lengths and session.endpoint.is_local:
+        schema = grammar_bounded(schema, local_lengths)
     results = session.complete_json(requests, schema=schema) if requests else []
     for result in results:
         if result.parsed is not None or not result.raw_text or "control character" not in (result.error or ""):

@@ -1,7 +1,8 @@
 """`self_instruct`: Self-Instruct (Wang et al. 2023) over a seed pool of coding tasks.
 
 Each round draws in-context tasks from the pool (8 per request: 6 seed + 2 generated once
-there are generated ones, section 2.3), asks for new instructions, and screens every
+there are generated ones, section 2.3), asks for one new instruction per request (Self-
+Instruct asks for up to 8; one keeps a small model's answer short), and screens every
 candidate: length, blacklist and first-character filters, then ROUGE-L < 0.7 against
 every instruction already in the pool (seeds included). Accepted instructions join the
 pool at once, so later candidates and later rounds see them. Afterwards each accepted
@@ -21,6 +22,7 @@ from resources.llm import ChatRequest, LLMResource
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_code_change
 from synth_assets.common.tables import table_result
+from synth_assets.settings import settings_origin, with_settings
 from synth_assets.instructions.execution import ExecutionConfig, attach_code_verdicts
 from synth_assets.instructions.filters import (
     DEFAULT_BLACKLIST, MAX_WORDS, MIN_WORDS, ROUGE_L_THRESHOLD, InstructionFilter, clean_candidate, instance_rejection,
@@ -32,15 +34,15 @@ from synth_assets.instructions.rows import (
 )
 from synth_assets.instructions.seed_pool import SeedTask, exercise_seed_tasks, load_seed_tasks
 from synth_assets.instructions.self_instruct_prompts import (
-    InputFirstInstance, NewTasks, OutputFirstInstance, TaskType, classification_messages, generation_messages,
-    instance_messages,
+    LOCAL_INSTANCE_LENGTHS, LOCAL_TASK_LENGTHS, InputFirstInstance, NewTask, OutputFirstInstance, TaskType,
+    classification_messages, generation_messages, instance_messages,
 )
 
 METHOD = "self_instruct"
 TABLE = "self_instruct"
 REJECTS_TABLE = "self_instruct_rejects"
-PROMPT_VERSION = "self-instruct-v1"
-CODE_VERSION = f"self_instruct-1+{PROMPT_VERSION}"
+PROMPT_VERSION = "self-instruct-v2"
+CODE_VERSION = f"self_instruct-2+{PROMPT_VERSION}"
 N_CLASSIFICATION_SHOTS = 4  # 2 classification + 2 generation seed tasks per classification prompt
 N_INSTANCE_SHOTS = 2  # seed tasks of the same type shown when writing an instance
 
@@ -54,7 +56,9 @@ SCHEMA = table_schema(EXTRA_SCHEMA)
 
 class SelfInstructConfig(ExecutionConfig):
     rounds: int = Field(default=2, description="Generation rounds; the pool grows after every accepted instruction.")
-    requests_per_round: int = Field(default=5, description="Generation requests per round (Self-Instruct: batches of 5).")
+    requests_per_round: int = Field(
+        default=8, description="Generation requests per round, one new task each (a Self-Instruct request yields up to 8)."
+    )
     n_in_context: int = Field(default=8, description="Pool tasks shown per request (Self-Instruct: 8).")
     n_machine_in_context: int = Field(
         default=2, description="Of those, generated tasks once the pool has any (Self-Instruct: 2 of 8)."
@@ -65,7 +69,7 @@ class SelfInstructConfig(ExecutionConfig):
     seed: int = Field(default=0, description="Seed for the in-context draws.")
     temperature: float = Field(default=0.7, description="Instruction generation temperature (Self-Instruct: 0.7).")
     instance_temperature: float = Field(default=0.0, description="Classification and instance temperature (Self-Instruct: 0).")
-    max_tokens: int = Field(default=300, description="Completion cap for one request's new instructions.")
+    max_tokens: int = Field(default=100, description="Completion cap for one request's new instruction.")
     instance_max_tokens: int = Field(default=300, description="Completion cap for one instance (Self-Instruct: 300).")
     rouge_l_threshold: float = Field(default=ROUGE_L_THRESHOLD, description="Drop a candidate whose ROUGE-L with any pool instruction is >= this (Self-Instruct: 0.7).")
     min_words: int = Field(default=MIN_WORDS, description="Drop instructions with fewer words (Self-Instruct: <= 3 dropped).")
@@ -119,25 +123,25 @@ def generate_pool(session, seeds: list[SeedTask], config: SelfInstructConfig) ->
                         max_tokens=config.max_tokens, sample_index=position, row_id=f"round{round_number}-{position}")
             for position, context in enumerate(contexts)
         ]
-        for context, result in zip(contexts, complete_json(session, requests, schema=NewTasks), strict=True):
+        answers = complete_json(session, requests, schema=NewTask, local_lengths=LOCAL_TASK_LENGTHS)
+        for context, result in zip(contexts, answers, strict=True):
             failed = failure_reason(result)
             if failed:
                 rejects.append(reject(METHOD, "instruction_generation", f"{failed}: {result.error or ''}".strip(),
                                       round=round_number, output=result.raw_text or result.text, cache_key=result.cache_key,
                                       model=session.model))
                 continue
-            for raw in result.parsed.tasks:
-                text = clean_candidate(raw)
-                task_id = candidate_id(METHOD, text)
-                screened = screen_instruction(text, task_id, pool, rules)
-                if screened.reason:
-                    rejects.append(reject(METHOD, "instruction_filter", screened.reason, candidate_id=task_id,
-                                          round=round_number, instruction=text, rouge_l=screened.rouge_l,
-                                          most_similar_id=screened.most_similar_id, cache_key=result.cache_key,
-                                          model=session.model))
-                    continue
-                machine.append(PoolTask(task_id, text, round_number, tuple(i for i, _ in context),
-                                        screened.rouge_l, screened.most_similar_id, result.cache_key))
+            text = clean_candidate(result.parsed.instruction)
+            task_id = candidate_id(METHOD, text)
+            screened = screen_instruction(text, task_id, pool, rules)
+            if screened.reason:
+                rejects.append(reject(METHOD, "instruction_filter", screened.reason, candidate_id=task_id,
+                                      round=round_number, instruction=text, rouge_l=screened.rouge_l,
+                                      most_similar_id=screened.most_similar_id, cache_key=result.cache_key,
+                                      model=session.model))
+                continue
+            machine.append(PoolTask(task_id, text, round_number, tuple(i for i, _ in context),
+                                    screened.rouge_l, screened.most_similar_id, result.cache_key))
         pool_sizes.append(len(pool))
     return machine, rejects, pool_sizes
 
@@ -180,7 +184,7 @@ def classify_and_instantiate(session, tasks: list[PoolTask], seeds: list[SeedTas
     input_first = [i for i, (_, k) in enumerate(typed) if not k.parsed.is_classification]
     instances: dict[int, object] = {}
     for positions, schema in ((output_first, OutputFirstInstance), (input_first, InputFirstInstance)):
-        answers = complete_json(session, [requests[i] for i in positions], schema=schema) if positions else []
+        answers = complete_json(session, [requests[i] for i in positions], schema=schema, local_lengths=LOCAL_INSTANCE_LENGTHS) if positions else []
         instances.update(zip(positions, answers))
     for position, (task, kind) in enumerate(typed):
         result = instances[position]
@@ -232,6 +236,7 @@ def self_instruct(
     `code_parses`, `n_asserts`, `sandbox_passed`, `sandbox_reason`: asserts are run in the
     sandbox) and the cache keys of all three calls. Every dropped candidate is in
     `self_instruct_rejects` with its stage and reason (e.g. `rouge_l: 0.812 >= 0.7`)."""
+    config = with_settings(config, "self_instruct")
     with warehouse.materialization(context) as lake:
         seeds = list(load_seed_tasks()) + exercise_seed_tasks(lake, config.n_exercise_seeds)
         with llm.session(context, warehouse) as session:
@@ -247,6 +252,7 @@ def self_instruct(
         context.log.info(f"self_instruct: {len(rows)} rows, {len(rejects)} rejected, pool sizes {pool_sizes}")
     metadata = {
         "seed_tasks": len(seeds),
+        "settings_origin": dg.MetadataValue.json(settings_origin(config, "self_instruct")),
         "pool_size_by_round": dg.MetadataValue.json(pool_sizes),
         "generated_instructions": len(machine),
         "classification_rows": sum(1 for row in rows if row["is_classification"]),

@@ -1,7 +1,10 @@
 """Self-Instruct's three prompts (Wang et al. 2023, Appendix A / `self_instruct/templates`),
 shortened for a small model and asked as schema-constrained JSON:
 
-1. instruction generation: 8 pool tasks as "Task 1..8", then "come up with new tasks";
+1. instruction generation: 8 pool tasks as "Task 1..8", then "Task 9:". Self-Instruct
+   lets the model continue to Task 16; here each call writes ONE task, so a small model
+   only fills one short string (the bundled 135M model, asked for a list, wrote one
+   endless string and never closed the JSON), and each call is its own pool draw;
 2. classification identification: "Can the following task be regarded as a
    classification task with finite output labels?" with labelled examples;
 3. instance generation: input-first for generation tasks (input, then output) and
@@ -20,14 +23,15 @@ from pydantic import BaseModel, Field
 
 from synth_assets.instructions.seed_pool import SeedTask
 
-# Self-Instruct asks for tasks 9..16 after 8 examples: at most 8 new tasks per request.
-MAX_NEW_TASKS = 8
+# Character bounds the local model's grammar enforces (rows.grammar_bounded): one
+# sentence of an instruction; an instance short enough for ~300 tokens.
+LOCAL_TASK_LENGTHS = {"instruction": (15, 200)}
+LOCAL_INSTANCE_LENGTHS = {"input": (0, 300), "output": (1, 700)}
 SYSTEM_PROMPT = "You write programming tasks and their solutions for a Python course. Answer only with JSON."
 
 
-class NewTasks(BaseModel):
-    # min_length: a grammar-constrained small model otherwise often answers an empty list
-    tasks: list[str] = Field(description="new task instructions, one sentence each", min_length=1, max_length=MAX_NEW_TASKS)
+class NewTask(BaseModel):
+    instruction: str = Field(description="the new task instruction, one sentence that starts with a verb")
 
 
 class TaskType(BaseModel):
@@ -53,8 +57,9 @@ def generation_messages(examples: Sequence[str]) -> list[dict]:
     return _messages(
         "Come up with a series of new tasks about Python programming.\n"
         f"{listed}\n"
-        f"Give JSON with tasks: a list of up to {MAX_NEW_TASKS} new tasks (Task {len(examples) + 1} onwards). "
-        "Each task is one full sentence that starts with a verb, like the tasks above, and asks for something different."
+        f"Task {len(examples) + 1}:\n"
+        f"Give JSON with instruction: Task {len(examples) + 1}, one full sentence that starts with a verb, "
+        "like the tasks above, and asks for something different."
     )
 
 

@@ -20,6 +20,7 @@ from resources.llm import ChatRequest, LLMResource
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
 from synth_assets.common.tables import table_result
+from synth_assets.settings import settings_origin, with_settings
 from synth_assets.filtering.filtered_textbook import FILTERED_TABLE, filtered_textbook
 from synth_assets.instructions.execution import ExecutionConfig, attach_code_verdicts
 from synth_assets.instructions.filters import (
@@ -34,8 +35,8 @@ from synth_assets.instructions.rows import (
 METHOD = "self_qa"
 TABLE = "self_qa"
 REJECTS_TABLE = "self_qa_rejects"
-PROMPT_VERSION = "self-qa-v1"
-CODE_VERSION = f"self_qa-1+{PROMPT_VERSION}"
+PROMPT_VERSION = "self-qa-v2"
+CODE_VERSION = f"self_qa-2+{PROMPT_VERSION}"
 MAX_QUESTIONS = 10  # Self-QA asks for ten questions per document
 SYSTEM_PROMPT = "You are a Python expert who writes study questions and answers. Answer only with what is asked."
 # Self-QA's filter: drop questions/answers that point at the source instead of standing alone.
@@ -45,6 +46,11 @@ DOCUMENT_REFERENCES = (
     "the snippet", "this snippet", "this module", "the provided", "according to the",
 )
 
+# Character bounds the local model's grammar enforces (rows.grammar_bounded): unbounded,
+# the bundled model wrote one endless "question" holding the whole document; with ten
+# allowed items it filled all ten with code until max_tokens cut the JSON off. So on the
+# local model the list is also capped at the questions kept per document.
+LOCAL_QUESTION_CHARS = (15, 160)
 EXTRA_SCHEMA = {"source_doc_id": pl.Utf8, "chunk_chars": pl.Int64, "question_cache_key": pl.Utf8, "rouge_l": pl.Float64, "most_similar_id": pl.Utf8}
 SCHEMA = table_schema(EXTRA_SCHEMA)
 
@@ -98,7 +104,8 @@ def answer_messages(document: str, question: str) -> list[dict]:
         f"The background knowledge is:\n```python\n{document}\n```\n"
         f"Please answer the following question based on the content above: {question}\n"
         "Answer as thoroughly as possible without changing the key information, and do not include expressions "
-        'such as "based on the above article" in the answer.'
+        'such as "based on the above article" in the answer. Name functions and modules by their names, '
+        'never as "this code" or "the code above".'
     )
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
@@ -181,6 +188,7 @@ def self_qa(
     ("this code", "according to the..."), too short, a near-duplicate (ROUGE-L >= 0.7) of
     a kept question, over the per-document quota, or an empty answer. Python in answers
     is parsed and its asserts run in the sandbox."""
+    config = with_settings(config, "self_qa")
     with warehouse.materialization(context) as lake:
         documents = sample_documents(lake, config.n_documents, config.seed)
         with llm.session(context, warehouse) as session:
@@ -190,7 +198,7 @@ def self_qa(
                 [ChatRequest(question_messages(chunk(content, config.chunk_chars), config.questions_per_document),
                              temperature=config.temperature, max_tokens=config.max_tokens, row_id=doc_id)
                  for doc_id, content in documents],
-                schema=Questions,
+                schema=Questions, local_lengths={"questions": (*LOCAL_QUESTION_CHARS, config.questions_per_document)},
             )
             accepted, rejects = select_questions(documents, question_results, config, session.model)
             answers = session.complete([
@@ -207,6 +215,7 @@ def self_qa(
         context.log.info(f"self_qa: {len(rows)} rows from {len(documents)} documents, {len(rejects)} rejected")
     metadata = {
         "documents": len(documents),
+        "settings_origin": dg.MetadataValue.json(settings_origin(config, "self_qa")),
         "documents_with_rows": len({row["source_doc_id"] for row in rows}),
         "prompt_version": PROMPT_VERSION,
         **instruction_metadata(rows, rejects, report),

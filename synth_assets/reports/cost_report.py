@@ -40,6 +40,12 @@ LLM_ASSETS = (
     "personas",
     "case2code",
     "textbook_contamination_report",  # embeds code blocks for the embedding signal
+    "self_instruct",
+    "alpaca_instructions",
+    "self_qa",
+    "evol_instruct",
+    "llm_judge",
+    "instructions_contamination_report",  # embeds instruction rows for the embedding signal
 )
 
 # The ledger columns the report reads (ARCHITECTURE.md, "The LLM layer contract").

@@ -1,6 +1,6 @@
 """Row lineage for one id: where an output row came from and what it cost.
 
-    python -m synth_assets.lineage <exercise_id | section_id | doc_id | prompt_id> [--warehouse PATH]
+    python -m synth_assets.lineage <exercise_id | section_id | doc_id | prompt_id | instruction_id> [--warehouse PATH]
 
 An id prefix is enough when it is unique. The chains are the joins described in
 synth_assets/reports/lineage_views.py; the cost figures are computed exactly as the cost
@@ -34,6 +34,18 @@ class Step:
     table: str
     column: str
     presence_only: bool = False  # say "yes/no" instead of repeating the row
+    # False: the step is shown but not searched when resolving an id (`llm_judge.judged_id`
+    # holds section, exercise and instruction ids alike: searching it would make every
+    # judged id ambiguous).
+    resolves: bool = True
+    # True: leave the step out when it has no row (one id lives in one of several tables)
+    only_if_found: bool = False
+
+
+# The judge's row for a traced id (score, rationale, threshold, kept, reason); its
+# cache_key adds the judging call to the cost. `row_id` is reserved by DuckLake, hence `judged_id`.
+JUDGE_STEP = Step("LLM judge (score, rationale, kept or why not)", "llm_judge", "judged_id", resolves=False)
+INSTRUCTION_TABLES = ("self_instruct", "alpaca_instructions", "self_qa", "evol_instruct")
 
 
 ID_KINDS: dict[str, tuple[Step, ...]] = {
@@ -42,10 +54,17 @@ ID_KINDS: dict[str, tuple[Step, ...]] = {
         Step("rejected by synthesis", "code_exercise_rejects", "exercise_id"),
         Step("contamination verdict", "contamination_report", "exercise_id"),
         Step("released in decontaminated_exercises", "decontaminated_exercises", "exercise_id", presence_only=True),
+        JUDGE_STEP,
     ),
     "section_id": (
         Step("textbook section", "synthetic_textbook", "section_id"),
         Step("rejected by synthesis", "synthetic_textbook_rejects", "section_id"),
+        JUDGE_STEP,
+    ),
+    "instruction_id": (
+        *(Step(f"instruction row ({table})", table, "instruction_id", only_if_found=True) for table in INSTRUCTION_TABLES),
+        Step("HumanEval contamination verdict", "instructions_contamination_report", "instruction_id"),
+        JUDGE_STEP,
     ),
     "prompt_id": (
         Step("prompt plan", "textbook_prompts", "prompt_id"),
@@ -66,6 +85,7 @@ UPSTREAM = {
     "prompt_id": Step("prompt plan", "textbook_prompts", "prompt_id"),
     "classifier_version": Step("classifier version", "quality_classifier_versions", "classifier_version"),
     "inspiration_doc_id": Step("inspiring corpus document", "raw_stack_plus", "doc_id"),
+    "source_doc_id": Step("source document (Self-QA)", "filtered_textbook", "doc_id"),
 }
 LONG_TEXT = 100
 
@@ -99,7 +119,7 @@ def _resolve_id(conn: duckdb.DuckDBPyConnection, text: str) -> tuple[str, str]:
     matches: set[tuple[str, str]] = set()
     for kind, steps in ID_KINDS.items():
         for step in steps:
-            if step.column in columns.get(step.table, []):
+            if step.resolves and step.column in columns.get(step.table, []):
                 found = query_frame(
                     conn,
                     f"SELECT DISTINCT CAST({quote_identifier(step.column)} AS VARCHAR) AS id FROM {quote_identifier(step.table)} "
@@ -113,7 +133,7 @@ def _resolve_id(conn: duckdb.DuckDBPyConnection, text: str) -> tuple[str, str]:
     if len(exact) > 1:
         matches = exact
     if not matches:
-        raise LineageError(f"no exercise_id, section_id, prompt_id or doc_id starts with {text!r}")
+        raise LineageError(f"no exercise_id, section_id, prompt_id, doc_id or instruction_id starts with {text!r}")
     if len(matches) > 1:
         listed = ", ".join(f"{k}={v}" for k, v in sorted(matches)[:10])
         raise LineageError(f"{text!r} is ambiguous: {listed}")
@@ -151,7 +171,8 @@ def _trace(conn: duckdb.DuckDBPyConnection, text: str) -> Trace:
                     if marker not in seen_steps:
                         seen_steps.add(marker)
                         result.steps.append((upstream, _rows(conn, columns, upstream, row[column])))
-        result.steps.append((step, rows))
+        if rows or not step.only_if_found:
+            result.steps.append((step, rows))
     cache_keys = sorted(
         {str(row["cache_key"]) for _, rows in result.steps for row in rows if row.get("cache_key")}
     )
@@ -213,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m synth_assets.lineage",
         description="Where did this row come from and what did it cost? "
-        "Give an exercise_id, section_id, prompt_id or doc_id (a unique prefix is enough).",
+        "Give an exercise_id, section_id, prompt_id, doc_id or instruction_id (a unique prefix is enough).",
     )
     parser.add_argument("row_id")
     parser.add_argument(

@@ -6,6 +6,11 @@ cache_key, exercise_id), so lineage is a chain of joins:
 - document:  raw_stack_plus -> annotated_sample -> quality_classifier_versions -> filtered_textbook
 - section:   textbook_prompts (the prompt plan) -> synthetic_textbook -> LLM calls
 - exercise:  code_exercises -> its LLM calls -> contamination_report -> decontaminated_exercises
+- instruction: self_instruct / alpaca_instructions / self_qa / evol_instruct -> its LLM calls
+             -> instructions_contamination_report -> llm_judge (score, rationale, kept)
+
+Every generated row (sections, exercises, instructions) also joins `llm_judge` on
+`judged_id` (the judge's id column; `row_id` is reserved by DuckLake), as `judge_*`.
 
 `python -m synth_assets.lineage <id>` (synth_assets/reports/lineage.py) answers for one id.
 """
@@ -74,18 +79,24 @@ class ViewSpec:
     membership: tuple[str, str] | None = None  # (table, key): adds in_<table> boolean
 
 
+JUDGE_TABLE = "llm_judge"
+INSTRUCTION_TABLES = ("self_instruct", "alpaca_instructions", "self_qa", "evol_instruct")
+INSTRUCTIONS_REPORT = "instructions_contamination_report"
+
 VIEWS = (
     ViewSpec(
         name="lineage_exercises",
         base="code_exercises",
-        joins=(Join("contamination_report", "exercise_id", "exercise_id", "contamination_"),),
+        joins=(Join("contamination_report", "exercise_id", "exercise_id", "contamination_"),
+               Join(JUDGE_TABLE, "exercise_id", "judged_id", "judge_")),
         calls_on=("base", "cache_key"),
         membership=("decontaminated_exercises", "exercise_id"),
     ),
     ViewSpec(
         name="lineage_textbook",
         base="synthetic_textbook",
-        joins=(Join("textbook_prompts", "prompt_id", "prompt_id", "prompt_"),),
+        joins=(Join("textbook_prompts", "prompt_id", "prompt_id", "prompt_"),
+               Join(JUDGE_TABLE, "section_id", "judged_id", "judge_")),
         calls_on=("base", "cache_key"),
     ),
     ViewSpec(
@@ -97,6 +108,17 @@ VIEWS = (
             Join("quality_classifier_versions", "classifier_version", "classifier_version", "classifier_"),
         ),
         calls_on=("annotated_sample", "cache_key"),
+    ),
+    *(
+        ViewSpec(
+            name=f"lineage_{table}",
+            base=table,
+            # instruction_ids are content hashes of the method and the row: unique across tables
+            joins=(Join(INSTRUCTIONS_REPORT, "instruction_id", "instruction_id", "contamination_"),
+                   Join(JUDGE_TABLE, "instruction_id", "judged_id", "judge_")),
+            calls_on=("base", "cache_key"),
+        )
+        for table in INSTRUCTION_TABLES
     ),
 )
 
@@ -224,6 +246,7 @@ def _create_lineage_views(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
 VIEW_SOURCE_ASSETS = (
     "code_exercises", "contamination_report", "decontaminated_exercises", "synthetic_textbook",
     "textbook_prompts", "filtered_textbook", "raw_stack_plus", "annotated_sample", "quality_classifier",
+    *INSTRUCTION_TABLES, INSTRUCTIONS_REPORT, JUDGE_TABLE,
 )
 
 
@@ -231,7 +254,7 @@ VIEW_SOURCE_ASSETS = (
     group_name="reports",
     kinds={"duckdb", "sql"},
     owners=["team:synth-assets"],
-    code_version="lineage_views-1",
+    code_version="lineage_views-2",
     deps=sorted({dg.AssetKey(key) for key in VIEW_SOURCE_ASSETS}),
     automation_condition=on_upstream_change(),
 )
@@ -239,7 +262,9 @@ def lineage_views(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg
     """SQL views that join every generated row to where it came from and what it cost:
     `lineage_exercises` (code_exercises + contamination verdict + in_decontaminated_exercises
     + LLM cost), `lineage_textbook` (sections + their prompt plan + LLM cost),
-    `lineage_filtered` (kept documents + raw row, annotation, classifier version) and
+    `lineage_filtered` (kept documents + raw row, annotation, classifier version),
+    `lineage_<instruction table>` (each instruction row + HumanEval verdict + judge score,
+    rationale and kept + LLM cost; sections and exercises carry `judge_*` too) and
     `lineage_llm_calls_by_key` (the ledger aggregated per cache_key). Created for the tables
     that exist; a join whose table is missing is left out and named in the status. Views
     read the live tables, so they never go stale; this asset re-runs only to add joins."""
