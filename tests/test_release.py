@@ -279,3 +279,26 @@ def test_decontamination_summary_without_signal_list_groups_by_reason():
     summary = decontamination_summary(report, released_ids={"a"})
     assert (summary["checked"], summary["removed"], summary["grouped_by"]) == (3, 2, "reason")
     assert summary["removed_by"] == {"y": 2}
+
+
+def test_every_declared_config_loads_with_datasets_and_empty_ones_are_not_declared(warehouse, tmp_path, monkeypatch):
+    """The release read the way users read it: `datasets.load_dataset(<release dir>, name)`,
+    offline, for every config the card declares; an undeclared (empty) config is refused
+    by name instead of raising "corresponds to no data"."""
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    pipeline_tables(warehouse)
+    release_dir = tmp_path / "release"
+    exported, card, _ = build_release(warehouse, ReleaseConfig(release_dir=str(release_dir)))
+    declared = {c["config_name"] for c in read_front_matter(card)["configs"]}
+    rows = {e.spec.name: e.rows for e in exported}
+    assert declared == {name for name, n in rows.items() if n > 0}
+    for name in sorted(declared):
+        loaded = datasets.load_dataset(str(release_dir), name, split="train")
+        assert loaded.num_rows == rows[name], name
+    instruction = datasets.load_dataset(str(release_dir), "self_instruct", split="train")
+    assert {"instruction", "input", "output"} <= set(instruction.column_names)
+    with pytest.raises(ValueError, match="alpaca_instructions"):
+        datasets.load_dataset(str(release_dir), "alpaca_instructions", split="train")
