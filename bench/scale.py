@@ -5,6 +5,8 @@
     .venv/bin/python -m bench.scale --sizes 100000 1000000   # the issue's sizes: hours, ~2.5 GB of files, and
                                                              # ~17 GiB RSS projected for today's in-memory dedup
     .venv/bin/python -m bench.scale --report bench/results/scale.json   # re-print a saved run
+    .venv/bin/python -m bench.scale --sizes 100000 --baseline bench/results/scale-before.json --out ...
+                                                             # side by side with a saved earlier run
 
 Corpus: the .py files of this virtual environment's site-packages (tests excluded),
 split into documents at top-level and method boundaries (at least --min-chars each; a
@@ -364,7 +366,9 @@ def run_size(folder: Path, latency_s: float, repeats: int, baseline_docs: int) -
             documents=manifest["documents"],
             characters=manifest["characters"],
         )
-        ingest_seconds = ingested.asset_materializations_for_node("raw_stack_plus")[0].metadata["seconds"].value
+        ingest_metadata = ingested.asset_materializations_for_node("raw_stack_plus")[0].metadata
+        ingest_seconds = ingest_metadata["seconds"].value
+        near_dedup = ingest_metadata["near_dedup"].value if "near_dedup" in ingest_metadata else None
         specs = [s for s in all_check_specs() if s.asset == "raw_stack_plus"]
         checks = stages.run(
             "ingest checks",
@@ -409,7 +413,12 @@ def run_size(folder: Path, latency_s: float, repeats: int, baseline_docs: int) -
     print("  baselines ...", flush=True)
     batch_size = FilterConfig().batch_size
     model = load_model(warehouse.query("SELECT artefact_path FROM quality_classifier_versions")["artefact_path"][0])
-    sample = warehouse.query(f"SELECT content FROM raw_stack_plus ORDER BY doc_id LIMIT {int(baseline_docs)}")["content"].to_list()
+    # the first documents by doc_id: a top-N over the ids only, then their content (a top-N that
+    # carries the content is not spillable and fails under a DuckDB memory limit at 1M documents)
+    sample = warehouse.query(
+        "SELECT content FROM raw_stack_plus WHERE doc_id IN "
+        f"(SELECT doc_id FROM raw_stack_plus ORDER BY doc_id LIMIT {int(baseline_docs)}) ORDER BY doc_id"
+    )["content"].to_list()
     baselines = {
         "corpus": scoring_baselines(sample, model, batch_size, repeats),
         "stdlib": scoring_baselines(stdlib_texts(), model, batch_size, repeats),
@@ -419,6 +428,7 @@ def run_size(folder: Path, latency_s: float, repeats: int, baseline_docs: int) -
         "corpus": {k: v for k, v in manifest.items() if k != "planted"},
         "stages": stages.rows,
         "ingest_seconds": ingest_seconds,
+        "near_dedup": near_dedup,
         "double_cpu_s": double_cpu,
         "double_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         "labels": {str(label): n for label, n in labels},
@@ -427,6 +437,7 @@ def run_size(folder: Path, latency_s: float, repeats: int, baseline_docs: int) -
                   "exact_duplicates": int(dedup_counts.get("exact_duplicate", 0)), **recall},  # fmt: skip
         "baselines": baselines,
         "peak_rss_mib": max(row["peak_rss_mib"] for row in stages.rows),
+        "duckdb_memory_limit": os.environ.get("SYNTH_ASSETS_DUCKDB_MEMORY_LIMIT") or "DuckDB default (80% of RAM)",
         # CPU seconds stretch when the 2 shared cores are oversubscribed: read rates with the load
         "load_average_1min": [load_at_start, os.getloadavg()[0]],
     }
@@ -493,9 +504,12 @@ def print_size(result: dict) -> None:
     print(f"\n== {result['size']:,} documents: {corpus['site_packages_chunks']:,} site-packages chunks, "
           f"{corpus['renamed']:,} renamed, {corpus['planted_copies']:,} planted copies; "
           f"{corpus['characters'] / 1e6:.1f} MB, {corpus['characters'] / result['size']:.0f} chars/doc; "
-          f"load average {' -> '.join(f'{x:.1f}' for x in result.get('load_average_1min', []))}")  # fmt: skip
+          f"load average {' -> '.join(f'{x:.1f}' for x in result.get('load_average_1min', []))}; "
+          f"DuckDB memory limit {result.get('duckdb_memory_limit', 'DuckDB default (80% of RAM)')}")  # fmt: skip
     print(stage_table(result))
     print("ingest+dedup wall s inside the asset: " + ", ".join(f"{k} {v}" for k, v in result["ingest_seconds"].items()))
+    if result.get("near_dedup"):
+        print("near dedup (out of core): " + ", ".join(f"{k} {v}" for k, v in result["near_dedup"].items()))
     d = result["dedup"]
     print(f"dedup: {d['exact_duplicates']} exact + {d['near_duplicates']} near duplicates removed; planted pairs in one "
           f"cluster {d['found']}/{d['planted']} ({d['recall']:.4f}), one of the pair dropped {d['resolved']}/{d['planted']}; "
@@ -526,9 +540,51 @@ def growth_table(results: list[dict]) -> list[dict]:
     return growth
 
 
-def report(results: list[dict], command: str) -> dict:
+def same_corpus(left: dict, right: dict) -> bool:
+    keys = ("documents", "pool_size", "characters", "planted_copies")
+    return all(left["corpus"].get(k) == right["corpus"].get(k) for k in keys)
+
+
+def baseline_comparison(results: list[dict], baseline: dict) -> list[dict]:
+    """Side by side with a saved run, per size both have: each stage's docs per CPU second and
+    peak RSS (ratio = this run / baseline), and the dedup. Planted copies the baseline found
+    and this run lost are listed when both ran on the same corpus (the same site-packages)."""
+    before_by_size = {r["size"]: r for r in baseline["results"]}
+    print(f"\nagainst the baseline ({baseline['command']}, {baseline['date']}):")
+    compared = []
+    for result in results:
+        before = before_by_size.get(result["size"])
+        if before is None:
+            continue
+        same = same_corpus(before, result)
+        print(f"\n{result['size']:,} documents; corpus {'identical' if same else 'differs'} "
+              f"(chars {before['corpus']['characters']:,} -> {result['corpus']['characters']:,}, site-packages chunks "
+              f"{before['corpus']['pool_size']:,} -> {result['corpus']['pool_size']:,})")  # fmt: skip
+        print(f"{'stage':<27}{'docs/CPU-s':>12}{'before':>9}{'ratio':>7}{'peak MiB':>10}{'before':>9}{'ratio':>7}")
+        rows = []
+        for row in result["stages"]:
+            old = next((r for r in before["stages"] if r["stage"] == row["stage"]), None)
+            if old is None:
+                continue
+            entry = {"stage": row["stage"], "docs_per_cpu_s": rate(row), "before_docs_per_cpu_s": rate(old),
+                     "peak_rss_mib": row["peak_rss_mib"], "before_peak_rss_mib": old["peak_rss_mib"]}  # fmt: skip
+            rows.append(entry)
+            print(f"{row['stage']:<27}{rate(row):>12.0f}{rate(old):>9.0f}{rate(row) / rate(old):>7.2f}"
+                  f"{row['peak_rss_mib']:>10.0f}{old['peak_rss_mib']:>9.0f}{row['peak_rss_mib'] / old['peak_rss_mib']:>7.2f}")  # fmt: skip
+        d, b = result["dedup"], before["dedup"]
+        lost = sorted(set(b["found_copies"]) - set(d["found_copies"])) if same else None
+        print(f"dedup: exact {b['exact_duplicates']} -> {d['exact_duplicates']}, near {b['near_duplicates']} -> "
+              f"{d['near_duplicates']}, planted pairs found {b['found']}/{b['planted']} -> {d['found']}/{d['planted']}; "
+              + (f"planted copies found before and lost now: {len(lost)}" if same else
+                 "lost copies not comparable (different corpus)"))  # fmt: skip
+        compared.append({"size": result["size"], "same_corpus": same, "stages": rows, "lost_planted_copies": lost})
+    return compared
+
+
+def report(results: list[dict], command: str, baseline: dict | None = None) -> dict:
     for result in results:
         print_size(result)
+    compared = baseline_comparison(results, baseline) if baseline else []
     growth = growth_table(results)
     largest = results[-1]
     end_to_end = [g for g in growth if g["stage"] == "end to end"]
@@ -538,8 +594,10 @@ def report(results: list[dict], command: str) -> dict:
         "peak_rss_1m_under_6gib": (at_1m[0]["peak_rss_mib"] / 1024 < TARGET_PEAK_GIB_AT_1M) if at_1m else None,
         "exponent_at_most_1_1": (end_to_end[-1]["cpu"] <= TARGET_EXPONENT) if end_to_end else None,
         "scoring_at_least_500_docs_per_cpu_s": scoring_rate >= TARGET_SCORING_DOCS_PER_CPU_S,
-        # this run is today's dedup: its found set is the reference, nothing to compare yet
-        "dedup_loses_no_planted_copy": None,
+        # against the baseline's found planted copies, on the same corpus only
+        "dedup_loses_no_planted_copy": (
+            all(not c["lost_planted_copies"] for c in comparable) if (comparable := [c for c in compared if c["same_corpus"]]) else None
+        ),
     }
     print("\ntargets (issue 12):")
     if at_1m:
@@ -557,8 +615,12 @@ def report(results: list[dict], command: str) -> dict:
           f"{'MET' if targets['scoring_at_least_500_docs_per_cpu_s'] else 'NOT MET'} (stdlib files in memory: "
           f"{largest['baselines']['stdlib']['classifier_score_docs_per_cpu_s']:.0f})")  # fmt: skip
     d = largest["dedup"]
-    print(f"  dedup loses no planted copy that today's code finds: this run is today's dedup ({d['found']} of "
-          f"{d['planted']} planted pairs found, saved as the reference in the JSON)")  # fmt: skip
+    if targets["dedup_loses_no_planted_copy"] is None:
+        print(f"  dedup loses no planted copy that the baseline found: no baseline on the same corpus ({d['found']} of "
+              f"{d['planted']} planted pairs found, saved as a reference in the JSON)")  # fmt: skip
+    else:
+        print(f"  dedup loses no planted copy that the baseline found: "
+              f"{'MET' if targets['dedup_loses_no_planted_copy'] else 'NOT MET'}")  # fmt: skip
     return {
         "command": command,
         "date": date.today().isoformat(),
@@ -568,6 +630,7 @@ def report(results: list[dict], command: str) -> dict:
         "growth": growth,
         "targets": targets,
         "throughputs": throughputs(results),
+        "baseline_comparison": compared,
     }
 
 
@@ -583,6 +646,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a new one under the system temp)")
     parser.add_argument("--keep", action="store_true", help="keep each size's corpus and lake")
     parser.add_argument("--out", default="bench/results/scale.json")
+    parser.add_argument(
+        "--duckdb-memory-limit", default=None,
+        help="DuckDB's buffer pool limit in the worker (SYNTH_ASSETS_DUCKDB_MEMORY_LIMIT, e.g. 2GB); default DuckDB's 80%% of RAM",
+    )  # fmt: skip
+    parser.add_argument("--baseline", default=None, help="a saved JSON of an earlier run to print side by side")
     parser.add_argument("--report", default=None, help="re-print (and rewrite) a saved JSON from its results, running nothing")
     parser.add_argument("--serve-double", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--run-size", default=None, help=argparse.SUPPRESS)
@@ -592,7 +660,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.report is not None:
         saved = json.loads(Path(args.report).read_text())
-        summary = {**report(saved["results"], saved["command"]), "date": saved["date"], "machine": saved["machine"]}
+        baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
+        summary = {**report(saved["results"], saved["command"], baseline), "date": saved["date"], "machine": saved["machine"]}
         Path(args.report).write_text(json.dumps(summary, indent=2))
         return 0
     if args.run_size is not None:
@@ -615,11 +684,14 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         manifest = write_corpus(pool, size, args.dup_rate, args.seed, folder)
         print(f"\n{size:,} documents written to {folder} ({manifest['renamed']:,} renamed, {time.perf_counter() - started:.0f} s); running ...", flush=True)
+        env = dict(os.environ)
+        if args.duckdb_memory_limit:
+            env["SYNTH_ASSETS_DUCKDB_MEMORY_LIMIT"] = args.duckdb_memory_limit
         with open(folder / "worker.log", "w") as log:
             worker = subprocess.run(
                 [sys.executable, "-m", "bench.scale", "--run-size", str(folder), "--latency", str(args.latency),
                  "--repeats", str(args.repeats), "--baseline-docs", str(args.baseline_docs)],
-                stderr=log,
+                stderr=log, env=env,
             )  # fmt: skip
         if worker.returncode != 0:
             print(f"size {size} failed; last lines of {folder / 'worker.log'}:")
@@ -629,7 +701,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
     command = "python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:])
-    summary = report(results, command.strip())
+    baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
+    summary = report(results, command.strip(), baseline)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))

@@ -253,3 +253,23 @@ def test_label_threshold_unset_depends_on_the_endpoint_and_a_set_value_wins():
     assert resolve_label_threshold(None, endpoint_is_local=False) == 3
     assert resolve_label_threshold(None, endpoint_is_local=True) == 2
     assert resolve_label_threshold(4, endpoint_is_local=True) == 4
+
+
+def test_the_settings_file_sizes_every_sample_and_the_launchpad_wins_for_its_run(warehouse, tmp_path, monkeypatch):
+    settings = tmp_path / "synth_assets.toml"
+    settings.write_text("[annotated_sample]\nmin_docs = 3\nmax_docs = 3\nlabel_threshold = 3\n")
+    monkeypatch.setenv("SYNTH_ASSETS_SETTINGS", str(settings))
+    contents = [("tutorials", TUTORIAL.format(i=i)) for i in range(6)] + [("junk", JUNK.format(i=i)) for i in range(5)]
+    warehouse.write_table("raw_stack_plus", raw_stack_plus_frame(contents))
+    with OpenAIDouble(chat=grading_responder) as server:
+        llm = LLMResource(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini")
+        lasting = dg.materialize([annotated_sample], resources={"warehouse": warehouse, "llm": llm})
+        assert warehouse.query("SELECT count(*) AS n FROM annotated_sample")["n"][0] == 3
+        one_off = dg.materialize(
+            [annotated_sample], resources={"warehouse": warehouse, "llm": llm},
+            run_config=dg.RunConfig({"annotated_sample": AnnotateConfig(min_docs=5, max_docs=5)}),
+        )  # fmt: skip
+        assert warehouse.query("SELECT count(*) AS n FROM annotated_sample")["n"][0] == 5
+    origin = one_off.asset_materializations_for_node("annotated_sample")[0].metadata["settings_origin"].value
+    assert origin == {"min_docs": "launchpad", "max_docs": "launchpad", "label_threshold": "settings file"}
+    assert lasting.asset_materializations_for_node("annotated_sample")[0].metadata["sample/label_threshold"].value == 3

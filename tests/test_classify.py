@@ -310,3 +310,23 @@ def test_feature_set_rule_needs_a_gain_larger_than_the_cv_noise():
     steady_gain = _cv_folds(EMBEDDINGS, [0.7, 0.8, 0.9])  # +0.1 in every fold
     assert choose_feature_set({HASHED_NGRAMS: hashed, EMBEDDINGS: noisy_gain}, 0.01) == HASHED_NGRAMS
     assert choose_feature_set({HASHED_NGRAMS: hashed, EMBEDDINGS: steady_gain}, 0.01) == EMBEDDINGS
+
+
+def test_the_settings_file_configures_every_training_run(warehouse, tmp_path, monkeypatch):
+    settings = tmp_path / "synth_assets.toml"
+    artefacts = tmp_path / "from_settings"
+    settings.write_text(
+        f'[quality_classifier]\nfeature_sets = ["{HASHED_NGRAMS}"]\nn_estimators = 30\ncv_folds = 3\n'
+        f'artefact_dir = "{artefacts}"\n'
+    )
+    monkeypatch.setenv("SYNTH_ASSETS_SETTINGS", str(settings))
+    write_training_tables(warehouse)
+    result = dg.materialize(
+        [quality_classifier],
+        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
+    )
+    assert result.success
+    row = warehouse.query(f"SELECT * FROM {VERSIONS_TABLE}").row(0, named=True)
+    assert row["feature_set"] == HASHED_NGRAMS and row["artefact_path"].startswith(str(artefacts))
+    origin = result.asset_materializations_for_node("quality_classifier")[0].metadata["settings_origin"].value
+    assert set(origin.values()) == {"settings file"} and "artefact_dir" in origin

@@ -172,3 +172,27 @@ def test_filtered_textbook_without_a_classifier_fails_clearly(warehouse):
     )
     assert not result.success
     assert "materialize quality_classifier first" in str(result.get_step_failure_events()[0].step_failure_data.error)
+
+
+def test_the_settings_file_sets_the_cut_for_every_run_and_the_launchpad_wins_for_its_own(
+    warehouse, tmp_path, monkeypatch
+):
+    settings = tmp_path / "synth_assets.toml"
+    settings.write_text("[filtered_textbook]\nkeep_token_share = 0.3\nbatch_size = 5\n")
+    monkeypatch.setenv("SYNTH_ASSETS_SETTINGS", str(settings))
+    install_model(warehouse, tmp_path, HASHED_NGRAMS)
+    warehouse.write_table("raw_stack_plus", raw_stack_plus_rows(corpus()))
+    resources = {"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)}
+
+    lasting = dg.materialize([filtered_textbook], resources=resources)
+    meta = lasting.asset_materializations_for_node("filtered_textbook")[0].metadata
+    assert meta["cut/rule"].value == "best 30% of tokens"
+    assert meta["settings_origin"].value == {"keep_token_share": "settings file", "batch_size": "settings file"}
+
+    one_off = dg.materialize(
+        [filtered_textbook], resources=resources,
+        run_config=dg.RunConfig({"filtered_textbook": FilterConfig(keep_token_share=0.5)}),
+    )  # fmt: skip
+    meta = one_off.asset_materializations_for_node("filtered_textbook")[0].metadata
+    assert meta["cut/rule"].value == "best 50% of tokens"
+    assert meta["settings_origin"].value == {"keep_token_share": "launchpad", "batch_size": "settings file"}

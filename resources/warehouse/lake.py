@@ -36,6 +36,9 @@ T = TypeVar("T")
 
 _databases: dict[tuple, duckdb.DuckDBPyConnection] = {}
 _databases_lock = threading.Lock()
+# DuckDB's buffer pool limit for this process (e.g. "2GB"); beyond it sorts, joins and
+# aggregates spill to its temp directory. Unset: DuckDB's default, 80% of physical memory.
+MEMORY_LIMIT_ENV_VAR = "SYNTH_ASSETS_DUCKDB_MEMORY_LIMIT"
 
 # What a failed commit between concurrent writers looks like; anything else is a real error.
 # "does not have any columns": a commit that reloads the catalog while another process's
@@ -68,6 +71,8 @@ def database(location: LakeLocation, read_only: bool, snapshot: int | None = Non
                 _warn_about_legacy_file(location)
                 location.prepare_local()
             db = duckdb.connect(config=OFFLINE_CONFIG)
+            if memory_limit := os.environ.get(MEMORY_LIMIT_ENV_VAR, "").strip():
+                db.execute(f"SET memory_limit = '{memory_limit.replace(chr(39), '')}'")
             load_extensions(db, location.extensions)
             if location.is_remote_data and (secret := object_storage_secret_sql()):
                 db.execute(secret)

@@ -306,3 +306,36 @@ def greedy_near_duplicates(
         else:
             lsh.insert(index, signature)
     return removed
+
+
+# --- out-of-core LSH: band keys and row-wise Jaccard (ingest's SQL dedup) ----------
+
+_BAND_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit golden-ratio constant
+_FMIX64 = (np.uint64(33), np.uint64(0xFF51AFD7ED558CCD), np.uint64(33), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(33))
+
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """One 64-bit key per (document, band): a polynomial mod 2^64 over the band's `rows`
+    slots, finished with MurmurHash3's fmix64, as an (n, bands) int64 array (SQL BIGINT).
+    Equal bands always get equal keys, so two documents share a key where `LshIndex`
+    makes them candidates; distinct bands collide with probability ~2^-64, and a
+    collision only proposes a pair that the Jaccard check then judges."""
+    signatures = np.asarray(signatures, dtype=np.uint32)
+    sliced = signatures[:, : bands * rows].reshape(len(signatures), bands, rows).astype(np.uint64)
+    keys = np.zeros((len(signatures), bands), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for slot in range(rows):
+            keys *= _BAND_MULTIPLIER
+            keys += sliced[:, :, slot] + np.uint64(1)
+        s1, m1, s2, m2, s3 = _FMIX64
+        keys ^= keys >> s1
+        keys *= m1
+        keys ^= keys >> s2
+        keys *= m2
+        keys ^= keys >> s3
+    return keys.view(np.int64)
+
+
+def paired_estimated_jaccards(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """`estimated_jaccard` of row i of `left` with row i of `right` (both (n, p)), as n floats."""
+    return np.count_nonzero(np.asarray(left) == np.asarray(right), axis=1) / float(np.shape(left)[1])

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from resources.llm import ChatRequest, LLMResource, StructuredResult, estimate_tokens
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
+from synth_assets.settings import settings_origin, with_settings
 from synth_assets.common.tables import markdown_table, table_result
 
 # Bump when the rubric, the messages or the schema change: it is part of the asset's
@@ -349,6 +350,8 @@ def annotated_sample(
     with `status`/`error`/`raw_response` and NULL score and label; the classifier skips it.
     Metadata: score histogram, label balance, and the LLM cost block.
     """
+    settings_from = settings_origin(config, "annotated_sample")  # before the merge: what the launchpad set
+    config = with_settings(config, "annotated_sample")
     with warehouse.materialization(context) as lake:
         if not lake.table_exists(CORPUS_TABLE) or lake.query(f'SELECT count(*) AS n FROM "{CORPUS_TABLE}"')["n"][0] == 0:
             raise dg.Failure("raw_stack_plus is empty: nothing to sample. Materialize raw_stack_plus first.")
@@ -374,6 +377,7 @@ def annotated_sample(
         "annotated_sample",
         {
             "prompt_version": PROMPT_VERSION,
+            "settings_origin": dg.MetadataValue.json(settings_from),
             "sample/label_threshold": threshold,
             "sample/documents": annotations.height,
             "sample/corpus_documents": corpus_size,

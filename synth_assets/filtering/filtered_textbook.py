@@ -13,6 +13,7 @@ from pydantic import Field
 from resources.llm import LLMResource
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
+from synth_assets.settings import settings_origin, with_settings
 from synth_assets.filtering.quality_classifier import VERSIONS_TABLE, QualityModel, load_model
 from synth_assets.filtering.features import EMBEDDINGS
 from synth_assets.common.tables import markdown_table, table_result
@@ -211,6 +212,8 @@ def filtered_textbook(
     If the embedding classifier was chosen, the corpus is embedded through the LLM
     layer (cached) on the first `embed_max_chars` characters the classifier was trained on.
     """
+    settings_from = settings_origin(config, "filtered_textbook")  # before the merge: what the launchpad set
+    config = with_settings(config, "filtered_textbook")
     with warehouse.materialization(context) as lake:
         row = resolve_classifier(lake, config.classifier_version)
         model = load_model(row["artefact_path"])
@@ -228,6 +231,7 @@ def filtered_textbook(
         {
             "classifier_version": model.classifier_version,
             "feature_set": model.feature_set,
+            "settings_origin": dg.MetadataValue.json(settings_from),
             "quality_threshold": config.quality_threshold,
             "cut/quality_score": totals["cut"] if totals["cut"] is not None else "none (nothing kept)",
             "cut/rule": totals["cut_rule"],

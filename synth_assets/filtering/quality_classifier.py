@@ -27,6 +27,7 @@ from sklearn.pipeline import Pipeline
 from resources.llm import LLMResource
 from resources.warehouse import Lake, Warehouse
 from synth_assets.automation import on_upstream_change
+from synth_assets.settings import settings_origin, with_settings
 from synth_assets.filtering.features import (
     EMBEDDINGS,
     FEATURE_SETS,
@@ -500,6 +501,8 @@ def quality_classifier(
     per version goes to `quality_classifier_versions`. Too few labels or a single class
     fails with a message naming the setting to raise.
     """
+    settings_from = settings_origin(config, "quality_classifier")  # before the merge: what the launchpad set
+    config = with_settings(config, "quality_classifier")
     data, excluded = load_training_data(warehouse)
     doc_ids, texts = data["doc_id"].to_list(), data["content"].to_list()
     labels = data["label"].to_numpy().astype(bool)
@@ -542,6 +545,10 @@ def quality_classifier(
     return table_result(
         warehouse,
         VERSIONS_TABLE,
-        {**outcome_metadata(outcome, path, len(doc_ids), excluded), **llm_metadata},
+        {
+            **outcome_metadata(outcome, path, len(doc_ids), excluded),
+            "settings_origin": dg.MetadataValue.json(settings_from),
+            **llm_metadata,
+        },
         snapshot_id=lake.snapshot_id_published,
     )

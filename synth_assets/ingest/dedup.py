@@ -4,6 +4,10 @@ Exact duplicates share a `doc_id` (sha256 of the normalised content). Near
 duplicates are found with the shared MinHash + LSH (`synth_assets.common.minhash`) on
 bigcode's byte tokens, with the bigcode near-deduplication defaults (5-gram token
 shingles, 256 permutations, Jaccard threshold 0.7): the defaults of `MinHashParams`.
+
+The `raw_stack_plus` asset runs the out-of-core version (`near_dedup`), which makes the
+same decisions as `cluster_near_duplicates` without a signature per document in memory;
+the in-memory route stays as the reference for tests and benches.
 """
 
 from __future__ import annotations

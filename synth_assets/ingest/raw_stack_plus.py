@@ -11,21 +11,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dagster as dg
-import numpy as np
 import polars as pl
 import pydantic
 from pydantic import Field
 
 from resources.warehouse import Warehouse
 from synth_assets.settings import SettingsError, asset_settings, settings_path
-from synth_assets.ingest.dedup import (
-    MinHasher,
-    NearDedupParams,
-    NearDuplicate,
-    cluster_near_duplicates,
-    content_hash,
-    has_shingles,
-    normalise_content,
+from synth_assets.ingest.dedup import NearDedupParams, NearDuplicate, content_hash, normalise_content
+from synth_assets.ingest.near_dedup import (
+    CANDIDATES_TABLE,
+    CLUSTERINGS,
+    SIGNATURES_TABLE,
+    NearDedupStats,
+    find_near_duplicates,
+    signature_writer,
 )
 from synth_assets.ingest.sources import (
     DEFAULT_EXCLUDE_DIRS,
@@ -141,6 +140,13 @@ class RawStackPlusConfig(dg.Config):
         description="Jaccard the LSH banding is tuned for when proposing candidates (each is then checked "
         "against jaccard_threshold); lower finds more of the pairs just above the threshold.",
     )
+    near_dedup_clustering: str = Field(
+        default="greedy",
+        description="Which documents of a cluster of verified near duplicates are dropped. greedy (bigcode's rule, "
+        "the default): longest first, a document is dropped when one already kept is at or above "
+        "jaccard_threshold; components (datatrove's rule): every connected component keeps only its longest "
+        "document, so chains of near duplicates collapse too.",
+    )
     batch_docs: int = Field(default=512, description="Documents per staging write (bounds memory).")
     batch_bytes: int = Field(default=32_000_000, description="Content bytes per staging write (bounds memory).")
 
@@ -201,55 +207,47 @@ class IngestSummary:
     skipped_by_reason: Counter = field(default_factory=Counter)
     by_source: dict[str, Counter] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-class _NearDedupState:
-    """What stays in memory across batches: one signature per distinct doc_id."""
-
-    def __init__(self, params: NearDedupParams):
-        self.params = params
-        self.hasher = MinHasher(params)
-        self.doc_ids: list[str] = []
-        self.n_chars: list[int] = []
-        self.signatures: list[np.ndarray] = []
-        self.seen: set[str] = set()
-
-    def add_batch(self, rows: list[dict]) -> None:
-        fresh = []
-        for row in rows:
-            if row["doc_id"] not in self.seen:
-                self.seen.add(row["doc_id"])
-                fresh.append(row)
-        signatures = self.hasher.signatures(row["content"] for row in fresh)
-        for row, signature in zip(fresh, signatures):
-            self.doc_ids.append(row["doc_id"])
-            self.n_chars.append(row["n_chars"])
-            self.signatures.append(signature)
-
-    def near_duplicates(self) -> list[NearDuplicate]:
-        sketches = [self.hasher.lean_minhash(s) if has_shingles(s) else None for s in self.signatures]
-        return cluster_near_duplicates(self.doc_ids, sketches, self.n_chars, self.params)
+    near_dedup: NearDedupStats = field(default_factory=NearDedupStats)
 
 
 def stage_sources(
     warehouse: Warehouse,
     config: RawStackPlusConfig,
     log: Callable[[str], None] = lambda message: None,
-) -> tuple[IngestSummary, _NearDedupState]:
-    """Read every source in batches into the staging tables, keeping only signatures
-    in memory. Raises SourceNotFound / ValueError for a bad configuration."""
+) -> IngestSummary:
+    """Read every source in batches into the staging tables: the document rows, the
+    rejects, and each document's MinHash signature with its LSH band keys (stored as each
+    batch is signed, never kept in memory). Raises SourceNotFound / ValueError for a bad
+    configuration."""
     specs = config.resolved_sources()
     for spec in specs:  # fail on configuration before any table is touched
         if spec.kind not in SOURCE_KINDS:
             raise ValueError(f"unknown source kind {spec.kind!r} for {spec.path}; expected one of {', '.join(SOURCE_KINDS)}")
         require_path(spec.path)
-    for table in (STAGING_DOCS, STAGING_REJECTS, STAGING_NEAR):
+    if config.near_dedup_clustering not in CLUSTERINGS:
+        raise ValueError(
+            f"unknown near_dedup_clustering {config.near_dedup_clustering!r}; expected one of {', '.join(CLUSTERINGS)}"
+        )
+    for table in (STAGING_DOCS, STAGING_REJECTS, STAGING_NEAR, SIGNATURES_TABLE, CANDIDATES_TABLE):
         warehouse.execute(f'DROP TABLE IF EXISTS "{table}"')
     warehouse.write_table(STAGING_DOCS, pl.DataFrame(schema=DOC_SCHEMA))
     warehouse.write_table(STAGING_REJECTS, pl.DataFrame(schema=REJECT_SCHEMA))
 
     summary = IngestSummary()
-    state = _NearDedupState(config.near_params())
+    with signature_writer(warehouse, config.near_params(), summary.near_dedup) as signatures:
+        _read_sources(warehouse, config, specs, summary, signatures.add, log)
+    return summary
+
+
+def _read_sources(
+    warehouse: Warehouse,
+    config: RawStackPlusConfig,
+    specs: list[SourceSpec],
+    summary: IngestSummary,
+    sign: Callable[[list[dict]], None],
+    log: Callable[[str], None],
+) -> None:
+    """Stage document and reject rows in batches; each staged batch of documents is signed."""
     rows: list[dict] = []
     rejects: list[dict] = []
     batch_chars = 0
@@ -258,7 +256,7 @@ def stage_sources(
         nonlocal rows, rejects, batch_chars
         if rows:
             warehouse.append_table(STAGING_DOCS, pl.DataFrame(rows, schema=DOC_SCHEMA))
-            state.add_batch(rows)
+            sign(rows)
         if rejects:
             warehouse.append_table(STAGING_REJECTS, pl.DataFrame(rejects, schema=REJECT_SCHEMA))
         rows, rejects, batch_chars = [], [], 0
@@ -294,7 +292,6 @@ def stage_sources(
             if len(rows) >= config.batch_docs or batch_chars >= config.batch_bytes or len(rejects) >= config.batch_docs:
                 flush()
     flush()
-    return summary, state
 
 
 def finalise_tables(warehouse: Warehouse, near: list[NearDuplicate]) -> None:
@@ -308,17 +305,21 @@ def finalise_tables(warehouse: Warehouse, near: list[NearDuplicate]) -> None:
         ),
     )
     with warehouse.connect() as conn:
+        # The copy ranks without the content (~100 B a document), so only the final
+        # statement streams the content from the staged Parquet.
         conn.execute(f"""
             CREATE OR REPLACE TEMP TABLE ranked AS
-            SELECT *, row_number() OVER (PARTITION BY doc_id ORDER BY source, origin, seq) AS copy_rank
+            SELECT seq, doc_id, source, origin,
+                   row_number() OVER (PARTITION BY doc_id ORDER BY source, origin, seq) AS copy_rank
             FROM "{STAGING_DOCS}"
         """)
         conn.execute(f"""
             CREATE OR REPLACE TABLE "{RAW_TABLE}" AS
-            SELECT doc_id, source, origin, repo, license, content, n_chars, n_lines, n_tokens, parses_as_python
-            FROM ranked
-            WHERE copy_rank = 1 AND doc_id NOT IN (SELECT doc_id FROM "{STAGING_NEAR}")
-            ORDER BY doc_id
+            SELECT d.doc_id, d.source, d.origin, d.repo, d.license, d.content, d.n_chars, d.n_lines, d.n_tokens,
+                   d.parses_as_python
+            FROM "{STAGING_DOCS}" d SEMI JOIN ranked r ON r.seq = d.seq AND r.copy_rank = 1
+            WHERE d.doc_id NOT IN (SELECT doc_id FROM "{STAGING_NEAR}")
+            ORDER BY d.doc_id
         """)
         conn.execute(f"""
             CREATE OR REPLACE TABLE "{REMOVED_TABLE}" AS
@@ -344,7 +345,7 @@ def finalise_tables(warehouse: Warehouse, near: list[NearDuplicate]) -> None:
             CREATE OR REPLACE TABLE "{REJECTS_TABLE}" AS
             SELECT source, origin, reason, detail FROM "{STAGING_REJECTS}" ORDER BY source, origin, reason
         """)
-        for table in (STAGING_DOCS, STAGING_REJECTS, STAGING_NEAR):
+        for table in (STAGING_DOCS, STAGING_REJECTS, STAGING_NEAR, SIGNATURES_TABLE):
             conn.execute(f'DROP TABLE IF EXISTS "{table}"')
 
 
@@ -356,10 +357,10 @@ def ingest(
     """Read, stage, deduplicate and write `raw_stack_plus`, `dedup_removed` and
     `ingest_rejects`. Returns the counts."""
     started = time.perf_counter()
-    summary, state = stage_sources(warehouse, config, log)
+    summary = stage_sources(warehouse, config, log)
     summary.seconds["read_and_sign"] = time.perf_counter() - started
     started = time.perf_counter()
-    near = state.near_duplicates()
+    near = find_near_duplicates(warehouse, config.near_params(), summary.near_dedup, config.near_dedup_clustering, log)
     summary.seconds["near_dedup"] = time.perf_counter() - started
     started = time.perf_counter()
     finalise_tables(warehouse, near)
@@ -396,6 +397,13 @@ def summary_metadata(summary: IngestSummary, config: RawStackPlusConfig) -> dict
                 "jaccard_threshold": config.jaccard_threshold,
                 "seed": config.minhash_seed,
                 "lsh_candidate_threshold": config.lsh_candidate_threshold,
+                "clustering": config.near_dedup_clustering,
+            }
+        ),
+        "near_dedup": dg.MetadataValue.json(
+            {
+                **summary.near_dedup.as_metadata(),
+                "seconds": {k: round(v, 2) for k, v in summary.near_dedup.seconds.items()},
             }
         ),
         "sources": dg.MetadataValue.json([s.model_dump() for s in config.resolved_sources()]),
@@ -434,7 +442,11 @@ def raw_stack_plus(context: dg.AssetExecutionContext, config: RawStackPlusConfig
     `doc_id` is the sha256 of it. Exact copies are collapsed (the smallest
     source/origin is kept); near duplicates are found with MinHash LSH (bigcode
     defaults: 5-gram token shingles, 256 permutations, Jaccard >= 0.7) and the
-    longest document of each cluster is kept. Every dropped copy is a row in
+    longest document of each cluster is kept. The near dedup runs out of core: each
+    batch's signatures and LSH band keys are stored in the run's staging schema as they
+    are computed, candidate pairs come from SQL per band, and their estimated Jaccard is
+    checked in bounded batches (memory does not grow with the corpus; the `near_dedup`
+    metadata has the candidate, edge and component counts). Every dropped copy is a row in
     `dedup_removed` (reason, duplicate_of, estimated Jaccard); every unreadable,
     binary, undecodable, empty, oversize or malformed input is a row in
     `ingest_rejects` with its reason. `n_tokens` is approximate: regex word and
@@ -449,7 +461,7 @@ def raw_stack_plus(context: dg.AssetExecutionContext, config: RawStackPlusConfig
         except SettingsError as exc:
             raise dg.Failure(description=f"raw_stack_plus: {exc}") from exc
         except ValueError as exc:
-            if "unknown source kind" not in str(exc):
+            if "unknown source kind" not in str(exc) and "unknown near_dedup_clustering" not in str(exc):
                 raise
             raise dg.Failure(description=f"raw_stack_plus: {exc}") from exc
         metadata = summary_metadata(summary, config)
