@@ -15,7 +15,9 @@ from synth_assets.synthesis.code_exercises import CodeExercisesConfig, code_exer
 from synth_assets.synthesis.exercise_drafts import (
     ExerciseDraft,
     assemble_function,
+    build_messages,
     clean_tests,
+    example_answer,
     parse_answer,
     validate_function,
 )
@@ -80,6 +82,32 @@ def test_parse_answer_falls_back_to_a_code_block_in_the_raw_text():
     assert parse_answer(plan, failed) == "llm_error: HTTP 400"
     prose = StructuredResult(text="no code here", cache_key="k", status="error", error="malformed", raw_text="no code here")
     assert parse_answer(plan, prose).startswith("unparseable_output")
+
+
+def test_every_shipped_format_example_computes_the_outputs_it_shows():
+    """The examples are what a small model copies: each must be a correct function whose
+    calls give different results, or copies would be wrong or constant."""
+    examples = load_catalog().exercise_examples
+    assert len(examples) >= 8 and len({e["name"] for e in examples}) == len(examples)
+    for example in examples:
+        answer = example_answer(example["name"], "oss_instruct", "model", example["name"])
+        source = assemble_function(example["name"], ExerciseDraft(**{k: answer[k] for k in ExerciseDraft.model_fields}))
+        namespace: dict = {}
+        exec(source, namespace)  # shipped, reviewed code
+        outputs = [namespace[example["name"]](*eval(f"({arguments},)")) for arguments, _ in example["calls"]]
+        assert outputs == [eval(expected) for _, expected in example["calls"]], example["name"]
+        assert len({repr(o) for o in outputs}) == len(outputs), f"{example['name']} shows a constant output"
+        assert answer["problem_description"] and len(answer["tests"]) == 2
+
+
+def test_each_plan_shows_its_own_example_and_persona():
+    plans = plan_exercises(load_catalog(), 12, seed=1)
+    prompts = [build_messages(plan, "interpreter")[1]["content"] for plan in plans]
+    for plan, prompt in zip(plans, prompts):
+        example = load_catalog().exercise_example(plan.format_example)
+        assert json.dumps(example["docstring"]) in prompt and f"Write it for {plan.persona}." in prompt
+        assert json.dumps([arguments for arguments, _ in example["calls"]]) in prompt
+    assert len({plan.format_example for plan in plans}) >= 5
 
 
 # --------------------------------------------------------------------------- materialize
@@ -176,6 +204,9 @@ def test_code_exercises_materializes_rows_rejects_and_sandbox_verdicts(warehouse
     assert len({p for p in prompts if "Code snippet for inspiration:" in p and "[Problem Description]" in p}) == len(oss)
     assert all(r["problem_description"].startswith("Double a number") for r in rows if r["mode"] == "oss_instruct")
     assert all(r["tests_from"] == "model" for r in rows)  # a remote endpoint: the model writes the tests
+    # without a personas table the plans draw the shipped personas, stored on every row and reject
+    assert all(r["persona"] in load_catalog().personas and r["persona_source"] == "catalog" for r in rows + rejects)
+    assert all(r["format_example"] for r in rows + rejects)
 
     metadata = result.asset_materializations_for_node("code_exercises")[0].metadata
     passed = sum(r["passed"] for r in rows)

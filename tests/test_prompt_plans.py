@@ -46,14 +46,46 @@ def test_same_seed_same_plans_different_seed_different_plans():
 def test_every_slot_is_filled_from_the_catalog():
     catalog, personas = catalog_personas()
     topics = dict(catalog.topics)
-    for plan in plan_textbook_prompts(catalog, 30, seed=1, personas=personas, n_required_words=3):
+    for plan in plan_textbook_prompts(catalog, 30, seed=1, personas=personas):
         assert plan.subtopic in topics[plan.topic]
         assert plan.audience in catalog.audiences
         assert plan.style in dict(catalog.styles)
-        assert plan.feature in catalog.features
-        assert len(plan.required_words) == 3 and set(plan.required_words) <= set(catalog.required_words)
+        # TinyStories: two distinct features, and one verb, one noun and one adjective.
+        assert len(plan.features) == 2 and len(set(plan.features)) == 2 and set(plan.features) <= set(catalog.features)
+        assert plan.feature == "; ".join(plan.features)
+        verb, noun, adjective = plan.required_words
+        assert verb in catalog.story_verbs and noun in catalog.story_nouns and adjective in catalog.story_adjectives
         assert plan.persona in catalog.personas and plan.persona_source == "catalog"
         assert plan.seed == 1
+
+
+def test_story_vocabulary_is_about_1500_real_words_split_by_part_of_speech():
+    catalog = load_catalog()
+    lists = {"verbs": catalog.story_verbs, "nouns": catalog.story_nouns, "adjectives": catalog.story_adjectives}
+    assert all(len(words) >= 500 for words in lists.values())
+    assert sum(len(words) for words in lists.values()) >= 1500
+    everything = [word for words in lists.values() for word in words]
+    assert len(everything) == len(set(everything))  # a word belongs to one list only
+    assert all(word.isalpha() and word.islower() for word in everything)
+    assert {"sort", "merge", "parse"} <= set(catalog.story_verbs)
+    assert {"queue", "ladder", "river"} <= set(catalog.story_nouns)
+    assert {"recursive", "brave", "sparse"} <= set(catalog.story_adjectives)
+    assert len(catalog.features) >= 15
+
+
+def test_draws_depend_only_on_seed_and_prompt_index():
+    """Plan i is the same in a run of 5 and in a run of 40 (a larger run extends a
+    smaller one), and 40 plans use many different words and feature pairs."""
+    catalog, personas = catalog_personas()
+    small = plan_textbook_prompts(catalog, 5, seed=2, personas=personas)
+    large = plan_textbook_prompts(catalog, 40, seed=2, personas=personas)
+    assert [p.row() for p in small] == [p.row() for p in large[:5]]
+    assert [p.prompt_index for p in large] == list(range(40))
+    assert len({p.required_words[1] for p in large}) >= 30
+    assert len({tuple(sorted(p.features)) for p in large}) >= 30
+    # the same index under another seed draws other slots
+    other = plan_textbook_prompts(catalog, 5, seed=3, personas=personas)
+    assert all(a.required_words != b.required_words for a, b in zip(small, other))
 
 
 def test_exercise_plans_have_distinct_planned_names_and_seeded_snippets():
@@ -71,6 +103,22 @@ def test_exercise_plans_have_distinct_planned_names_and_seeded_snippets():
     assert plan_exercises(catalog, 10, seed=3) != plan_exercises(catalog, 10, seed=4)
     # Without snippets every plan is topic mode.
     assert {p.mode for p in plan_exercises(catalog, 10, seed=3, oss_instruct_fraction=1.0)} == {"topic"}
+
+
+def test_exercise_plans_draw_personas_and_format_examples_without_moving_other_draws():
+    catalog = load_catalog()
+    pool = [Persona("a beekeeper who logs hive weights in spreadsheets", "text:d1"),
+            Persona("a tram driver who studies timetables", "persona:abc")]
+    plans = plan_exercises(catalog, 30, seed=5, personas=pool)
+    fallback = plan_exercises(catalog, 30, seed=5)
+    assert {(p.persona, p.persona_source) for p in plans} == {(x.text, x.source) for x in pool}
+    assert {p.persona for p in fallback} <= set(catalog.personas) and {p.persona_source for p in fallback} == {"catalog"}
+    # the persona and the example come from their own generator: names, topics and difficulty are unchanged
+    assert [(p.function_name, p.topic, p.difficulty) for p in plans] == [(p.function_name, p.topic, p.difficulty) for p in fallback]
+    examples = {e["name"] for e in catalog.exercise_examples}
+    assert {p.format_example for p in plans} <= examples and len({p.format_example for p in plans}) >= 6
+    assert plans == plan_exercises(catalog, 30, seed=5, personas=pool)  # seeded
+    assert {p.exercise_id for p in plans}.isdisjoint({p.exercise_id for p in fallback})  # the persona is a slot
 
 
 def test_persona_dedup_removes_near_identical_and_keeps_distinct():
@@ -244,6 +292,12 @@ def test_rematerializing_with_nothing_changed_sends_no_request(warehouse, tmp_pa
                                    "SELECT exercise_id, mode FROM code_exercise_rejects ORDER BY 1")
     assert plans_second.equals(plans_first)
     assert warehouse.query("SELECT * FROM textbook_prompts ORDER BY prompt_id").equals(prompts_first)
+    # exercise plans drew their personas from the personas asset, a declared input
+    assert dg.AssetKey("personas") in code_exercises.asset_deps[dg.AssetKey("code_exercises")]
+    pool = dict(warehouse.query("SELECT persona, source FROM personas").iter_rows())
+    drawn = warehouse.query("SELECT persona, persona_source FROM code_exercises UNION ALL "
+                            "SELECT persona, persona_source FROM code_exercise_rejects").rows()
+    assert drawn and all(pool[persona] == source for persona, source in drawn)
     for asset in ("code_exercises", "personas"):
         metadata = second.asset_materializations_for_node(asset)[0].metadata
         assert metadata["llm/cache_hits"].value == metadata["llm/calls"].value > 0

@@ -32,6 +32,7 @@ from synth_assets.automation import on_code_change
 from synth_assets.common.sandbox import SandboxLimits, SandboxUnavailable, require_isolation
 from synth_assets.common.tables import counts_markdown, table_result
 from synth_assets.ingest.raw_stack_plus import raw_stack_plus
+from synth_assets.settings import settings_origin, with_settings
 from synth_assets.synthesis.case2code_functions import LeftOutFunction, SelectedFunction, select_functions
 from synth_assets.synthesis.case2code_prompts import choose_prompt
 from synth_assets.synthesis.interpreter_tests import usable_arguments
@@ -198,6 +199,8 @@ def case2code(
     function left out with its stage and reason: selection (`no_arguments`,
     `no_return_value`, `uses_module_level_name: X`, `imports_impure_or_non_stdlib: X`,
     ...) or execution (`no_successful_call`, `constant_output`, `output_too_long`)."""
+    origin = settings_origin(config, "case2code")  # before the merge: which values the launchpad set
+    config = with_settings(config, "case2code")
     with warehouse.materialization(context) as lake:
         files = sample_corpus_files(lake, CORPUS_TABLES, config.n_files, config.seed)
         functions, left_out = pick_functions(files, config.max_functions, config.seed)
@@ -234,6 +237,7 @@ def case2code(
             "rejection_reasons": dg.MetadataValue.md(counts_markdown(dict(reasons)) if rejects else "none"),
             "sandbox_isolation": dg.MetadataValue.json(isolation),
             "prompt_version": PROMPT_VERSION,
+            "settings_origin": dg.MetadataValue.json(origin),
             **llm_metadata,
         },
         snapshot_id=lake.snapshot_id_published,

@@ -27,6 +27,7 @@ from synth_assets.automation import on_code_change
 from synth_assets.common.sandbox import SandboxJob, SandboxLimits, SandboxUnavailable, require_isolation, run_many
 from synth_assets.common.tables import counts_markdown, table_result
 from synth_assets.ingest.raw_stack_plus import raw_stack_plus
+from synth_assets.settings import settings_origin, with_settings
 from synth_assets.synthesis.diversity import diversity_metadata
 from synth_assets.synthesis.exercise_drafts import (
     PROMPT_VERSION,
@@ -37,6 +38,7 @@ from synth_assets.synthesis.exercise_drafts import (
     parse_answer,
 )
 from synth_assets.synthesis.interpreter_tests import DEFAULT_MAX_CALLS, WrittenTests, write_tests
+from synth_assets.synthesis.personas import load_personas, personas
 from synth_assets.synthesis.prompt_plans import (
     ExercisePlan,
     function_name_space,
@@ -46,7 +48,7 @@ from synth_assets.synthesis.prompt_plans import (
     sample_corpus_snippets,
 )
 
-CODE_VERSION = f"code_exercises-2+{PROMPT_VERSION}"
+CODE_VERSION = f"code_exercises-3+{PROMPT_VERSION}"
 EXERCISES_TABLE = "code_exercises"
 REJECTS_TABLE = "code_exercise_rejects"
 # OSS-Instruct seeds come from the raw corpus, as Magicoder's come from starcoderdata;
@@ -192,6 +194,7 @@ def exercise_rows(
 EXERCISE_SCHEMA = {
     "exercise_id": pl.Utf8, "mode": pl.Utf8, "topic": pl.Utf8, "subtopic": pl.Utf8, "difficulty": pl.Utf8,
     "function_name": pl.Utf8, "inspiration": pl.Utf8, "inspiration_doc_id": pl.Utf8, "seed": pl.Int64,
+    "persona": pl.Utf8, "persona_source": pl.Utf8, "format_example": pl.Utf8,
     "problem_description": pl.Utf8, "exercise": pl.Utf8, "solution": pl.Utf8, "source": pl.Utf8,
     "tests": pl.List(pl.Utf8), "n_tests": pl.Int64, "n_tests_dropped": pl.Int64, "tests_from": pl.Utf8,
     "inputs_source": pl.Utf8, "dropped_inputs": pl.List(pl.Utf8), "n_distinct_outputs": pl.Int64, "passed": pl.Boolean, "sandbox_reason": pl.Utf8,
@@ -201,6 +204,7 @@ EXERCISE_SCHEMA = {
 REJECT_SCHEMA = {
     "exercise_id": pl.Utf8, "mode": pl.Utf8, "topic": pl.Utf8, "subtopic": pl.Utf8, "difficulty": pl.Utf8,
     "function_name": pl.Utf8, "inspiration": pl.Utf8, "inspiration_doc_id": pl.Utf8, "seed": pl.Int64,
+    "persona": pl.Utf8, "persona_source": pl.Utf8, "format_example": pl.Utf8,
     "reason": pl.Utf8, "raw_text": pl.Utf8, "model": pl.Utf8, "sample_index": pl.Int64, "cache_key": pl.Utf8,
 }
 
@@ -215,7 +219,7 @@ def reason_family(reason: str) -> str:
     kinds={"duckdb", "python", "openai"},
     owners=["team:synth-assets"],
     code_version=CODE_VERSION,
-    deps=[raw_stack_plus],
+    deps=[raw_stack_plus, personas],
     automation_condition=on_code_change(),
 )
 def code_exercises(
@@ -248,18 +252,24 @@ def code_exercises(
     and with interpreter tests `solution_timeout` (a call did not terminate),
     `solution_crashed` (no input ran) or `no_usable_output`. Plans are seeded: function
     names drawn without replacement from a name space that grows with the request,
-    topics and difficulty from the shipped catalog, and a share of OSS-Instruct plans
+    topics and difficulty from the shipped catalog, a persona from the `personas` asset
+    (Persona Hub; a declared dependency) the exercise is written for, one of ten shipped
+    answer examples shown as the format (`format_example`: a small model copies the
+    example it sees, so each plan shows another), and a share of OSS-Instruct plans
     (Magicoder's prompt) seeded with a random 1-15-line snippet of `raw_stack_plus`, a
     declared dependency: the same configuration and corpus give the same plans and so
     the same (cached, free) requests. Without a corpus table every plan is topic mode.
     A corpus refresh does not start paid regeneration by itself (no eager automation)."""
+    origin = settings_origin(config, "code_exercises")  # before the merge: which values the launchpad set
+    config = with_settings(config, "code_exercises")
     catalog = load_catalog()
     with warehouse.materialization(context) as lake:
         snippets = sample_corpus_snippets(lake, SNIPPET_TABLES, config.n_snippet_docs, config.seed)
+        pool, _ = load_personas(lake)
         warning = name_space_warning(catalog, config.n_exercises)
         if warning:
             context.log.warning(f"code_exercises: {warning}")
-        plans = plan_exercises(catalog, config.n_exercises, config.seed, snippets, config.oss_instruct_fraction)
+        plans = plan_exercises(catalog, config.n_exercises, config.seed, snippets, config.oss_instruct_fraction, pool)
         # The wall clock is the limit users set; RLIMIT_CPU is only a backstop one second
         # behind it, so a busy loop is reported as "timeout" rather than racing SIGXCPU.
         limits = SandboxLimits(
@@ -285,7 +295,8 @@ def code_exercises(
             lake.write_table(REJECTS_TABLE, pl.DataFrame(rejects, schema=REJECT_SCHEMA))
             llm_metadata = session.metadata()
         metadata = exercise_metadata(plans, rows, rejects, snippets)
-        metadata |= {"tests_from": tests_from, "function_name_space": function_name_space(catalog)}
+        metadata |= {"tests_from": tests_from, "function_name_space": function_name_space(catalog),
+                     "personas": len(pool), "settings_origin": dg.MetadataValue.json(origin)}
         context.log.info(
             f"code_exercises: {len(rows)} accepted ({metadata['passed']} passed, tests from the {tests_from}), "
             f"{len(rejects)} rejected"

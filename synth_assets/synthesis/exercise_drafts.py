@@ -36,7 +36,7 @@ from pydantic import BaseModel, Field
 from resources.llm import StructuredResult
 from synth_assets.synthesis.prompt_plans import ExercisePlan, load_catalog
 
-PROMPT_VERSION = "exercise-v3"
+PROMPT_VERSION = "exercise-v4"  # v4: a persona and a different answer example per plan
 TESTS_FROM = ("model", "interpreter")
 # Magicoder caps nothing; the bundled model's context is 4k tokens and the prompt must fit.
 MAX_INSPIRATION_CHARS = 1200
@@ -110,20 +110,23 @@ Guidelines for each section:
 2. [Solution]: Offer a comprehensive, **correct** solution that accurately addresses the [Problem Description] you provided."""
 
 
-def example_answer(function_name: str, mode: str = "topic", tests_from: str = "model") -> dict:
-    """A shape example written for the planned name: small models copy examples, and a
-    copied example whose tests call another function would never run its tests."""
-    answer = {
-        "parameters": ["items"],
-        "docstring": "Return the number of items that are positive.",
-        "body": "count = 0\nfor item in items:\n    if item > 0:\n        count += 1\nreturn count",
-    }
+DEFAULT_FORMAT_EXAMPLE = "count_positive"
+
+
+def example_answer(function_name: str, mode: str = "topic", tests_from: str = "model",
+                   example_name: str = DEFAULT_FORMAT_EXAMPLE) -> dict:
+    """A shape example written for the planned name, from the shipped example the plan
+    drew (catalog/exercise_examples.json): small models copy examples, so each plan shows
+    a different one, and a copied example whose tests call another function would never
+    run its tests."""
+    example = load_catalog().exercise_example(example_name or DEFAULT_FORMAT_EXAMPLE)
+    answer = {"parameters": example["parameters"], "docstring": example["docstring"], "body": example["body"]}
     if tests_from == "interpreter":
-        answer["inputs"] = ["[1, -2, 3]", "[]", "[5, 5, -1]"]
+        answer["inputs"] = [arguments for arguments, _ in example["calls"]]
     else:
-        answer["tests"] = [f"assert {function_name}([1, -2, 3]) == 2", f"assert {function_name}([]) == 0"]
+        answer["tests"] = [f"assert {function_name}({arguments}) == {expected}" for arguments, expected in example["calls"][:2]]
     if mode == "oss_instruct":
-        answer = {"problem_description": "Given a list of integers, count how many of them are greater than zero.", **answer}
+        answer = {"problem_description": example["problem_description"], **answer}
     return answer
 
 
@@ -135,13 +138,14 @@ def _answer_fields(plan: ExercisePlan, tests_from: str) -> str:
 
 def build_messages(plan: ExercisePlan, tests_from: str = "model") -> list[dict]:
     """The chat messages for one plan (short: the bundled model has a small context)."""
-    example = json.dumps(example_answer(plan.function_name, plan.mode, tests_from))
+    example = json.dumps(example_answer(plan.function_name, plan.mode, tests_from, plan.format_example))
+    reader = f"Write it for {plan.persona}." if plan.persona else ""
     if plan.mode == "oss_instruct":
         user = "\n".join(
             [
                 MAGICODER_PROMPT.format(code=plan.inspiration[:MAX_INSPIRATION_CHARS]),
                 "",
-                f"Write the [Solution] as one Python function named {plan.function_name}.",
+                f"Write the [Solution] as one Python function named {plan.function_name}. {reader}".strip(),
                 "Give JSON with: problem_description (the [Problem Description]), parameters (list of names), "
                 f"docstring (what it returns), body (code without the def line), {_answer_fields(plan, tests_from)}.",
                 f"Example of the format only: {example}",
@@ -153,6 +157,7 @@ def build_messages(plan: ExercisePlan, tests_from: str = "model") -> list[dict]:
     lines = [
         f"Write a Python function named {plan.function_name}.",
         f"Topic: {plan.topic} ({plan.subtopic}). Difficulty: {plan.difficulty}, {difficulty}.",
+        *([reader] if reader else []),
         "Give JSON with: parameters (list of names), docstring (what it returns, about the topic), "
         f"body (code without the def line), {_answer_fields(plan, tests_from)}.",
         f"Example of the format only, write your own function about the topic: {example}",

@@ -27,10 +27,13 @@ from resources.warehouse import Warehouse
 from synth_assets.automation import on_code_change
 from synth_assets.common.tables import counts_markdown, table_result
 from synth_assets.ingest.raw_stack_plus import raw_stack_plus
+from synth_assets.settings import settings_origin, with_settings
 from synth_assets.synthesis.prompt_plans import (
     PERSONA_JACCARD_THRESHOLD,
+    Persona,
     dedupe_personas,
     load_catalog,
+    persona_pool,
     persona_tokens,
     sample_corpus_files,
 )
@@ -80,6 +83,19 @@ def persona_to_persona_messages(persona: str) -> list[dict]:
         f'Answer in JSON, for example: {{"persona": "{RELATION_EXAMPLE}"}}',
     ])
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def load_personas(lake) -> tuple[list[Persona], int]:
+    """The `personas` pool in its stored order, or the shipped list (deduplicated) when
+    that table does not exist; (personas, personas removed as near-duplicates here).
+    What textbook prompts and exercise plans draw from."""
+    if lake.table_exists(PERSONAS_TABLE):
+        frame = lake.query(f'SELECT persona, source FROM "{PERSONAS_TABLE}" ORDER BY persona_id')
+        pool = [Persona(row["persona"], row["source"]) for row in frame.iter_rows(named=True)]
+        if pool:
+            return pool, 0
+    pool, removed = persona_pool(load_catalog())
+    return pool, len(removed)
 
 
 def persona_id(text: str) -> str:
@@ -275,6 +291,8 @@ def personas(
     `persona_rejects` holds every persona left out with its reason (`near_duplicate_minhash`,
     `near_duplicate_embedding` with `near_duplicate_of` and the similarity, `copies_prompt_example`, `too_short`,
     `too_long`, `no_persona`, `repeats_parent`, `llm_error`)."""
+    origin = settings_origin(config, "personas")  # before the merge: which values the launchpad set
+    config = with_settings(config, "personas")
     catalog_rows = [PersonaRow(text, "catalog", 0) for text in load_catalog().personas]
     with warehouse.materialization(context) as lake:
         docs = sample_corpus_files(lake, CORPUS_TABLES, config.n_docs, config.seed)
@@ -303,6 +321,7 @@ def personas(
             "docs": len(docs),
             "rejection_reasons": dg.MetadataValue.md(counts_markdown(reasons) if rejects else "none"),
             "prompt_version": PROMPT_VERSION,
+            "settings_origin": dg.MetadataValue.json(origin),
             **llm_metadata,
         },
         snapshot_id=lake.snapshot_id_published,

@@ -1,15 +1,14 @@
 """Prompt plans: seeded draws of every slot that makes one synthetic prompt differ from
 the next (phi-1 section 2.2: "inject randomness into the prompt ... constraining topics
-and target audience"; TinyStories: random required words and features; Persona Hub:
-personas as a diversity axis). Plans are plain data, stored per prompt, so a section
-or exercise can always be traced back to the exact slots that produced it.
+and target audience"; TinyStories: a random verb, noun and adjective from ~1,500 words
+and two story features per prompt; Persona Hub: personas as a diversity axis). Plans
+are plain data, stored per prompt, so a section or exercise can always be traced back
+to the exact slots that produced it.
 
-Personas come from the shipped list and, when a corpus is available, from a cheap
-deterministic text-to-persona derivation (`persona_from_source`): a source file's
-imports and module docstring become "a developer who maintains code that uses X to Y".
-No LLM call: it is free, reproducible, and good enough to steer the reader framing.
-All personas are deduplicated with MinHash (Persona Hub: 1-gram shingles, 128
-permutations, Jaccard threshold 0.9).
+Personas come from the `personas` asset (LLM text-to-persona and persona-to-persona,
+see personas.py) or, without it, from the shipped list and a cheap deterministic
+text-to-persona derivation (`persona_from_source`). All personas are deduplicated with
+MinHash (Persona Hub: 1-gram shingles, 128 permutations, Jaccard threshold 0.9).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import json
 import random
 import re
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -56,11 +55,17 @@ class Catalog:
     audiences: tuple[str, ...]
     styles: tuple[tuple[str, str], ...]  # (name, instruction)
     features: tuple[str, ...]
-    required_words: tuple[str, ...]
+    story_verbs: tuple[str, ...]  # TinyStories' vocabulary, split by part of speech
+    story_nouns: tuple[str, ...]
+    story_adjectives: tuple[str, ...]
     verbs: tuple[str, ...]
     nouns: tuple[str, ...]
     qualifiers: tuple[str, ...]
     difficulties: tuple[tuple[str, str], ...]  # (name, instruction)
+    exercise_examples: tuple[dict, ...] = ()  # answer examples shown in exercise prompts, one per plan
+
+    def exercise_example(self, name: str) -> dict:
+        return next(example for example in self.exercise_examples if example["name"] == name)
 
     def style_instruction(self, name: str) -> str:
         return dict(self.styles)[name]
@@ -88,11 +93,14 @@ def load_catalog(directory: str | None = None) -> Catalog:
         audiences=tuple(load("audiences.json")["audiences"]),
         styles=tuple((s["name"], s["instruction"]) for s in load("styles.json")["styles"]),
         features=tuple(load("features.json")["features"]),
-        required_words=_words(root / "required_words.txt"),
+        story_verbs=_words(root / "story_verbs.txt"),
+        story_nouns=_words(root / "story_nouns.txt"),
+        story_adjectives=_words(root / "story_adjectives.txt"),
         verbs=_words(root / "function_verbs.txt"),
         nouns=_words(root / "function_nouns.txt"),
         qualifiers=_words(root / "function_qualifiers.txt"),
         difficulties=tuple((d["name"], d["instruction"]) for d in load("difficulties.json")["difficulties"]),
+        exercise_examples=tuple(load("exercise_examples.json")["examples"]),
     )
 
 
@@ -201,6 +209,12 @@ def content_id(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# TinyStories (Eldan & Li 2023, section 2): two features per story; one verb, one noun
+# and one adjective per story.
+N_FEATURES = 2
+FEATURE_SEPARATOR = "; "
+
+
 @dataclass(frozen=True)
 class TextbookPrompt:
     prompt_id: str
@@ -210,27 +224,40 @@ class TextbookPrompt:
     persona: str
     persona_source: str
     style: str
-    required_words: list[str]
-    feature: str
+    required_words: list[str]  # [verb, noun, adjective]
+    feature: str  # the features joined by "; " (kept for readers of the one-feature column)
     seed: int
+    features: list[str] = field(default_factory=list)
+    prompt_index: int = 0  # the draw's position: its slots depend only on (seed, prompt_index)
 
     def row(self) -> dict:
         return asdict(self)
 
 
-def plan_textbook_prompts(
-    catalog: Catalog, n_prompts: int, seed: int, personas: list[Persona], n_required_words: int = 2
-) -> list[TextbookPrompt]:
-    """`n_prompts` distinct plans drawn with `random.Random(seed)`. Topics are drawn
-    without replacement while they last so a small run covers many topics."""
-    rng = random.Random(seed)
-    topic_order = rng.sample(range(len(catalog.topics)), len(catalog.topics))
+def slot_rng(kind: str, seed: int, index: int) -> random.Random:
+    """The generator of one plan's draws: a function of (kind, seed, index) alone, so plan
+    i is the same whatever the size of the run (a larger run extends a smaller one and
+    reuses its cached answers)."""
+    return random.Random(f"{kind}:{seed}:{index}")
+
+
+def story_words(catalog: Catalog, rng: random.Random) -> list[str]:
+    """TinyStories' required words: one verb, one noun, one adjective."""
+    return [rng.choice(catalog.story_verbs), rng.choice(catalog.story_nouns), rng.choice(catalog.story_adjectives)]
+
+
+def plan_textbook_prompts(catalog: Catalog, n_prompts: int, seed: int, personas: list[Persona]) -> list[TextbookPrompt]:
+    """`n_prompts` distinct plans. Topics follow one seeded permutation, without
+    replacement while they last, so a small run covers many topics; every other slot of
+    draw i comes from `slot_rng("textbook", seed, i)`."""
+    topic_order = random.Random(seed).sample(range(len(catalog.topics)), len(catalog.topics))
     plans: dict[str, TextbookPrompt] = {}
-    attempts = 0
-    while len(plans) < n_prompts and attempts < n_prompts * 20:
-        topic, subtopics = catalog.topics[topic_order[attempts % len(topic_order)]]
-        attempts += 1
+    index = 0
+    while len(plans) < n_prompts and index < n_prompts * 20:
+        rng = slot_rng("textbook", seed, index)
+        topic, subtopics = catalog.topics[topic_order[index % len(topic_order)]]
         persona = rng.choice(personas)
+        features = rng.sample(catalog.features, N_FEATURES)
         slots = {
             "topic": topic,
             "subtopic": rng.choice(subtopics),
@@ -238,11 +265,13 @@ def plan_textbook_prompts(
             "persona": persona.text,
             "persona_source": persona.source,
             "style": rng.choice(catalog.styles)[0],
-            "required_words": sorted(rng.sample(catalog.required_words, n_required_words)),
-            "feature": rng.choice(catalog.features),
+            "required_words": story_words(catalog, rng),
+            "features": features,
+            "feature": FEATURE_SEPARATOR.join(features),
         }
         prompt_id = content_id(slots)
-        plans.setdefault(prompt_id, TextbookPrompt(prompt_id=prompt_id, seed=seed, **slots))
+        plans.setdefault(prompt_id, TextbookPrompt(prompt_id=prompt_id, seed=seed, prompt_index=index, **slots))
+        index += 1
     return list(plans.values())
 
 
@@ -257,6 +286,9 @@ class ExercisePlan:
     inspiration: str  # the OSS-Instruct snippet ("" in topic mode)
     inspiration_doc_id: str
     seed: int
+    persona: str = ""  # who the exercise is written for (Persona Hub), from the `personas` pool
+    persona_source: str = ""
+    format_example: str = ""  # which shipped answer example the prompt shows (catalog/exercise_examples.json)
 
     def slots(self) -> dict:
         return asdict(self)
@@ -323,11 +355,15 @@ def plan_exercises(
     seed: int,
     snippets: list[tuple[str, str]] = (),
     oss_instruct_fraction: float = 0.25,
+    personas: list[Persona] = (),
 ) -> list[ExercisePlan]:
     """`n_exercises` plans with distinct function names (`draw_function_names`: verb_noun
     first, longer names once those are used up; a plan larger than the whole space warns
     and is cut to it). A fraction uses an OSS-Instruct snippet ((doc_id, snippet) pairs)
-    as inspiration when snippets are given."""
+    as inspiration when snippets are given. Each plan draws a persona from `personas`
+    (the shipped list when none are given) and the answer example its prompt shows,
+    both from `slot_rng("exercise", seed, index)`, so they never shift the other draws."""
+    pool = list(personas) or [Persona(text, "catalog") for text in catalog.personas]
     rng = random.Random(seed)
     warning = name_space_warning(catalog, n_exercises)
     if warning:
@@ -348,6 +384,10 @@ def plan_exercises(
             "inspiration": snippet,
             "inspiration_doc_id": doc_id,
         }
+        own = slot_rng("exercise", seed, index)
+        persona = own.choice(pool)
+        slots |= {"persona": persona.text, "persona_source": persona.source,
+                  "format_example": own.choice(catalog.exercise_examples)["name"]}
         plans.append(ExercisePlan(exercise_id=content_id(slots), seed=seed, **slots))
     return plans
 
