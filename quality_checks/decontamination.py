@@ -24,6 +24,9 @@ from quality_checks.rules import (
 )
 from quality_checks.synthesis import code_exercises_checks
 from synth_assets.decontamination import contamination_report, decontaminated_exercises
+from synth_assets.decontamination import synthesis_contamination_report as synthesis_report
+from synth_assets.synthesis.case2code import CASES_TABLE
+from synth_assets.synthesis.personas import PERSONAS_TABLE
 from synth_assets.synthesis import code_exercises
 
 
@@ -157,6 +160,40 @@ def decontaminated_exercises_checks(b: QualityBounds) -> list[CheckSpec]:
     return specs
 
 
+def synthesis_contamination_checks(b: QualityBounds) -> list[CheckSpec]:
+    """One verdict with a reason per case2code program and per persona."""
+    table = synthesis_report.SYNTHESIS_REPORT_TABLE
+    clean, contaminated = contamination_report.CLEAN, contamination_report.CONTAMINATED
+    judged = {CASES_TABLE: "case_id", PERSONAS_TABLE: "persona_id"}
+    return [
+        CheckSpec(
+            asset=asset_name(synthesis_report.synthesis_contamination_report),
+            table=table,
+            name=f"{table}_integrity",
+            blocking=True,
+            description=f"(source_table, item_id) unique and non-null; verdict {clean} or {contaminated} with a "
+            "reason; every case2code program and every persona judged.",
+            id_column="item_id",
+            rules=(
+                SqlRowRule("source_item_unique",
+                           "SELECT source_table, item_id, count(*) AS copies FROM {table} GROUP BY ALL HAVING count(*) > 1"),
+                SqlRowRule("ids_not_null", "SELECT * FROM {table} WHERE item_id IS NULL OR source_table IS NULL"),
+                SqlRowRule("verdict_known_with_reason",
+                           f"SELECT source_table, item_id, verdict FROM {{table}} WHERE verdict IS NULL "
+                           f"OR verdict NOT IN ({sql_string(clean)}, {sql_string(contaminated)}) "
+                           "OR coalesce(trim(reason), '') = ''"),
+                *(
+                    SqlRowRule(f"every_{source}_row_judged",
+                               f"SELECT s.{id_column} FROM {source} s ANTI JOIN {{table}} r "
+                               f"ON r.source_table = {sql_string(source)} AND r.item_id = s.{id_column}")
+                    for source, id_column in judged.items()
+                ),
+            ),
+            additional_deps=(CASES_TABLE, PERSONAS_TABLE),  # the asset names are the table names
+        )
+    ]
+
+
 def check_specs(b: QualityBounds) -> list[CheckSpec]:
     """The decontamination group's checks, in DAG order."""
-    return [*contamination_report_checks(b), *decontaminated_exercises_checks(b)]
+    return [*contamination_report_checks(b), *decontaminated_exercises_checks(b), *synthesis_contamination_checks(b)]

@@ -7,6 +7,7 @@ Nothing else happens here. The DAG, in the order the groups are listed:
     raw_stack_plus ─> code_exercises ─> contamination_report ─> decontaminated_exercises ┼─> training_data_release
     raw_stack_plus ─> case2code ─────────────────────────────────────────────────────────┘
     synthetic_textbook ─> textbook_contamination_report (its code blocks against HumanEval)
+    personas, case2code ─> synthesis_contamination_report (programs and personas against HumanEval)
     self_instruct, alpaca_instructions, self_qa (filtered_textbook), evol_instruct ─> instructions_contamination_report
     synthetic_textbook, code_exercises, the four instruction tables ─> llm_judge ─> training_data_release
     (every LLM-using asset) ─> cost_report
@@ -28,6 +29,7 @@ from synth_assets.automation import automation_sensor
 from synth_assets.decontamination.contamination_report import contamination_report
 from synth_assets.decontamination.decontaminated_exercises import decontaminated_exercises
 from synth_assets.decontamination.instructions_contamination_report import instructions_contamination_report
+from synth_assets.decontamination.synthesis_contamination_report import synthesis_contamination_report
 from synth_assets.decontamination.textbook_contamination_report import textbook_contamination_report
 from synth_assets.filtering.annotated_sample import annotated_sample
 from synth_assets.filtering.filtered_textbook import filtered_textbook
@@ -81,6 +83,7 @@ defs = dg.Definitions(
         decontaminated_exercises,
         textbook_contamination_report,
         instructions_contamination_report,
+        synthesis_contamination_report,
         # reports
         cost_report,
         lineage_views,

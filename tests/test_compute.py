@@ -192,3 +192,46 @@ def test_one_materialization_budget_binds_across_worker_processes(tmp_path, loca
     assert ok["cost_usd"].sum() <= budget
     assert 6 <= ok.height <= 10, ok.height  # not ~20, as two process-local budgets would allow
     assert (ledger["status"] == "budget_exceeded").sum() == 24 - ok.height
+
+
+def test_filtered_textbook_on_a_ray_cluster_equals_the_in_process_run(tmp_path, local_cluster, monkeypatch):
+    """The scoring branch materialized twice on the same corpus and classifier: in-process,
+    then with RAY_ADDRESS naming the (already running) local cluster, where each shard of
+    the corpus is a Ray task writing its own table. Same scores, same kept rows."""
+    import dagster as dg
+
+    from resources.llm import LLMResource
+    from synth_assets.filtering.features import HASHED_NGRAMS
+    from synth_assets.filtering.filtered_textbook import filtered_textbook
+    from tests.openai_double import TEST_KEY_REF
+    from tests.test_classify import labelled_corpus, raw_stack_plus_rows
+    from tests.test_filter import corpus, install_model
+
+    tables = {}
+    for mode in ("in-process", "ray"):
+        warehouse = Warehouse(path=str(tmp_path / mode))
+        install_model(warehouse, tmp_path / mode, HASHED_NGRAMS)
+        warehouse.write_table("raw_stack_plus", raw_stack_plus_rows(corpus(40, 30) + labelled_corpus(12, 12)[1][:4]))
+        if mode == "ray":
+            monkeypatch.setenv("RAY_ADDRESS", "local")
+        else:
+            monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        result = dg.materialize(
+            [filtered_textbook],
+            resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
+        )
+        assert result.success
+        (event,) = result.asset_materializations_for_node("filtered_textbook")
+        assert event.metadata["compute"].value == mode
+        reader = warehouse.read_only()
+        tables[mode] = (
+            reader.query("SELECT doc_id, quality_score, kept, reason FROM textbook_scores ORDER BY doc_id"),
+            reader.query("SELECT doc_id, quality_score FROM filtered_textbook ORDER BY doc_id"),
+        )
+        leftovers = reader.query("SELECT table_name FROM information_schema.tables WHERE table_name LIKE '_textbook_raw%'")
+        assert leftovers.height == 0
+    assert tables["ray"][0].height == 74
+    # the models were trained identically (seeded), so the scores must match exactly
+    assert tables["ray"][0].drop("quality_score").equals(tables["in-process"][0].drop("quality_score"))
+    assert (tables["ray"][0]["quality_score"] - tables["in-process"][0]["quality_score"]).abs().max() < 1e-12
+    assert tables["ray"][1]["doc_id"].equals(tables["in-process"][1]["doc_id"])

@@ -62,6 +62,7 @@ def launchpad(tmp_path: Path) -> dict:
             "case2code": {"config": {"n_files": 12, "max_functions": 3, "n_inputs": 4}},
             "contamination_report": {"config": decontamination},
             "textbook_contamination_report": {"config": decontamination},
+            "synthesis_contamination_report": {"config": decontamination},
             # instructions: a few calls each, short answers (every asset still gets rows; the judge
             # then scores every generated row: 3 sections, the exercises and these)
             "self_instruct": {"config": {"rounds": 1, "requests_per_round": 3, "max_tokens": 60, "instance_max_tokens": 120}},

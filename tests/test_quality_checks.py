@@ -304,6 +304,23 @@ def write_good_instructions(warehouse) -> None:
         "fired_signals": [["ngram"], []], "verdict": ["contaminated", "clean"],
         "reason": ["ngram 1.00 >= 0.5 (HumanEval/0)", "below every threshold"],
     }))
+    write_synthesis_report(warehouse, items=[("case2code", "c-1"), ("personas", "p-1"), ("personas", "p-2")])
+
+
+def write_synthesis_report(warehouse, items, verdict="clean", reason="below every threshold"):
+    warehouse.write_table("synthesis_contamination_report", pl.DataFrame({
+        "source_table": [t for t, _ in items], "item_id": [i for _, i in items],
+        "verdict": [verdict] * len(items), "reason": [reason] * len(items),
+    }))
+
+
+def test_synthesis_contamination_report_flags_unjudged_items_and_missing_reasons(graph):
+    warehouse = graph
+    write_synthesis_report(warehouse, items=[("case2code", "c-1"), ("personas", "p-1")], reason="")
+    result = run(warehouse, "synthesis_contamination_report_integrity")
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
+    assert set(failing(result)) == {"verdict_known_with_reason", "every_personas_row_judged"}
+    assert "p-2" in md(result, "offending_rows")
 
 
 SPECS = {spec.name: spec for spec in all_check_specs()}

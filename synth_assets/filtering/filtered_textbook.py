@@ -4,14 +4,16 @@ keeps the educational ones (phi-1's "filtered code-language dataset")."""
 
 from collections.abc import Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from resources.compute import Compute
 from resources.llm import LLMResource
-from resources.warehouse import Warehouse
+from resources.warehouse import Lake, Warehouse
 from synth_assets.automation import on_upstream_change
 from synth_assets.settings import settings_origin, with_settings
 from synth_assets.filtering.quality_classifier import VERSIONS_TABLE, QualityModel, load_model
@@ -49,6 +51,9 @@ class FilterConfig(dg.Config):
 # Scores land here while the corpus streams by; the cut is decided once all are in.
 RAW_SCORES_TABLE = "_textbook_raw_scores"
 SCORING_SQL = 'SELECT doc_id, content FROM "raw_stack_plus"'
+# On a Ray cluster the corpus is cut into this many shards per worker CPU, so a slow shard
+# does not hold the others' workers idle at the end.
+SHARDS_PER_WORKER = 4
 
 
 def iter_batches(lake, sql: str, batch_size: int) -> Iterator[pl.DataFrame]:
@@ -72,14 +77,64 @@ def score_batch(model: QualityModel, batch: pl.DataFrame, session: Any = None) -
     )
 
 
-def score_corpus(lake, model: QualityModel, batch_size: int, session: Any = None) -> int:
-    """Score every raw_stack_plus document into RAW_SCORES_TABLE; returns documents scored."""
+RAW_SCORES_SCHEMA = {"doc_id": pl.String, "quality_score": pl.Float64}
+
+
+def score_into(lake, table: str, sql: str, model: QualityModel, batch_size: int, session: Any = None) -> int:
+    """Score the documents `sql` selects into `table` (replaced); returns documents scored."""
     scored = 0
-    lake.write_table(RAW_SCORES_TABLE, pl.DataFrame(schema={"doc_id": pl.String, "quality_score": pl.Float64}))
-    with lake.appender(RAW_SCORES_TABLE) as append:
-        for batch in iter_batches(lake, SCORING_SQL, batch_size):
+    lake.write_table(table, pl.DataFrame(schema=RAW_SCORES_SCHEMA))
+    with lake.appender(table) as append:
+        for batch in iter_batches(lake, sql, batch_size):
             append(score_batch(model, batch, session))
             scored += batch.height
+    return scored
+
+
+@dataclass(frozen=True)
+class ScoringShard:
+    """One task of the corpus's scoring on a Ray cluster: which documents (doc_id hash
+    modulo `shards`), where the lake and the run's staging schema are, which model."""
+
+    location: Any  # the lake's LakeLocation
+    schema: str
+    shard: int
+    shards: int
+    artefact_path: str
+    batch_size: int
+
+    @property
+    def table(self) -> str:
+        return f"{RAW_SCORES_TABLE}_{self.shard:05d}"
+
+
+def shard_sql(shard: int, shards: int) -> str:
+    return f"{SCORING_SQL} WHERE hash(doc_id) % {int(shards)} = {int(shard)}"
+
+
+def score_shard(task: ScoringShard) -> int:
+    """A worker's task: read its shard from the lake, score it, write its own table in the
+    run's staging schema (replaced, so a retried task never doubles rows)."""
+    lake = Lake(task.location, task.schema)
+    return score_into(lake, task.table, shard_sql(task.shard, task.shards), load_model(task.artefact_path), task.batch_size)
+
+
+def score_corpus(lake, model: QualityModel, batch_size: int, session: Any = None,
+                 compute: Compute | None = None, artefact_path: str | None = None) -> int:
+    """Score every raw_stack_plus document into RAW_SCORES_TABLE; returns documents scored.
+    In-process by default; with a Ray cluster (`compute`), one task per shard of the
+    corpus (hashed n-gram models: the embedding model's calls stay in this process's
+    session), each writing its own table, then gathered in SQL."""
+    if compute is None or not compute.distributed or session is not None or artefact_path is None:
+        return score_into(lake, RAW_SCORES_TABLE, SCORING_SQL, model, batch_size, session)
+    with compute.engine() as engine:
+        shards = max(1, engine.workers * SHARDS_PER_WORKER)
+        tasks = [ScoringShard(lake.location, lake.schema, i, shards, artefact_path, batch_size) for i in range(shards)]
+        scored = sum(engine.map(score_shard, tasks))
+    gathered = " UNION ALL ".join(f'SELECT * FROM "{task.table}"' for task in tasks)
+    lake.execute(f'CREATE OR REPLACE TABLE "{RAW_SCORES_TABLE}" AS {gathered}')
+    for task in tasks:
+        lake.execute(f'DROP TABLE "{task.table}"')
     return scored
 
 
@@ -170,11 +225,12 @@ def score_histogram(lake, table: str = SCORES_TABLE, bins: int = 10) -> str:
 
 
 def filter_corpus(
-    lake, model: QualityModel, config: FilterConfig, training_data_hash: str, session: Any = None
+    lake, model: QualityModel, config: FilterConfig, training_data_hash: str, session: Any = None,
+    compute: Compute | None = None, artefact_path: str | None = None,
 ) -> dict[str, Any]:
     """Score every raw_stack_plus row (streamed), decide the cut, write textbook_scores and
     filtered_textbook. Returns summary counts, the cut and how it was chosen."""
-    if score_corpus(lake, model, config.batch_size, session) == 0:
+    if score_corpus(lake, model, config.batch_size, session, compute, artefact_path) == 0:
         raise dg.Failure("raw_stack_plus is empty: nothing to filter.")
     if config.keep_token_share is not None:
         kept_sql, rule = kept_by_token_share(lake, config.keep_token_share), f"best {config.keep_token_share:.0%} of tokens"
@@ -221,7 +277,9 @@ def filtered_textbook(
         llm_metadata: dict[str, Any] = {}
         session_scope = llm.session(context, warehouse) if model.feature_set == EMBEDDINGS else nullcontext(None)
         with session_scope as session:
-            totals = filter_corpus(lake, model, config, row["training_data_hash"], session)
+            # Ray when RAY_ADDRESS names a cluster (README "Many machines"), else in-process.
+            compute = Compute()
+            totals = filter_corpus(lake, model, config, row["training_data_hash"], session, compute, row["artefact_path"])
             if session is not None:
                 llm_metadata = session.metadata()
     kept, dropped = totals["kept_docs"], totals["dropped_docs"]
@@ -242,6 +300,7 @@ def filtered_textbook(
             "tokens/kept": totals["kept_tokens"],
             "tokens/dropped": totals["dropped_tokens"],
             "tokens/kept_share": round(totals["kept_tokens"] / max(1, totals["kept_tokens"] + totals["dropped_tokens"]), 4),
+            "compute": "ray" if compute.distributed else "in-process",
             "tokens/count_source": "approximate (regex word and symbol tokens; no offline BPE tokenizer)",
             "score_histogram": dg.MetadataValue.md(totals["score_histogram"]),
             **llm_metadata,

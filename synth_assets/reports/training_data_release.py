@@ -38,6 +38,8 @@ from synth_assets.decontamination.instructions_contamination_report import (
     INSTRUCTIONS_REPORT_TABLE,
     release_filter as contamination_filter,
 )
+from synth_assets.decontamination.synthesis_contamination_report import SYNTHESIS_REPORT_TABLE
+from synth_assets.decontamination.synthesis_contamination_report import release_filter as synthesis_filter
 from synth_assets.instructions import alpaca_instructions, evol_instruct, llm_judge, self_instruct, self_qa
 from synth_assets.instructions.card import instruction_card_section
 from synth_assets.synthesis.code_exercises import EXERCISES_TABLE
@@ -106,11 +108,13 @@ RELEASE_CONFIGS = (
         "personas", "personas", ("persona",),
         "Persona Hub personas: shipped, LLM text-to-persona over corpus files and persona-to-persona chains "
         "(`chain`), deduplicated by MinHash and embedding cosine 0.9.",
+        gates=(synthesis_filter("personas", "persona_id"),),
     ),
     ReleaseConfigSpec(
         "case2code", "case2code", ("prompt", "program"),
         "Case2Code samples: corpus functions, inputs, outputs computed by running them in the sandbox, and a "
         "prompt showing some input/output pairs that asks for the program.",
+        gates=(synthesis_filter("case2code", "case_id"),),
     ),
     *(
         ReleaseConfigSpec(
@@ -122,7 +126,7 @@ RELEASE_CONFIGS = (
     ),
 )
 # Tables the gates read: the release depends on them and fails without them.
-GATE_TABLES = (llm_judge.TABLE, INSTRUCTIONS_REPORT_TABLE)
+GATE_TABLES = (llm_judge.TABLE, INSTRUCTIONS_REPORT_TABLE, SYNTHESIS_REPORT_TABLE)
 
 
 class ReleaseConfig(dg.Config):
