@@ -330,3 +330,22 @@ def test_the_settings_file_configures_every_training_run(warehouse, tmp_path, mo
     assert row["feature_set"] == HASHED_NGRAMS and row["artefact_path"].startswith(str(artefacts))
     origin = result.asset_materializations_for_node("quality_classifier")[0].metadata["settings_origin"].value
     assert set(origin.values()) == {"settings file"} and "artefact_dir" in origin
+
+
+def test_record_version_upserts_over_history_read_back_from_the_lake(warehouse):
+    """Re-training records over a history the lake gives back with "Etc/UTC" timestamps: the
+    same version is replaced, another is added (this failed on a re-materialization)."""
+    from datetime import UTC, datetime
+
+    from synth_assets.filtering.quality_classifier import VERSIONS_TABLE, record_version
+
+    def row(version: str) -> dict:
+        return {"classifier_version": version, "feature_set": "hashed_ngrams", "artefact_path": f"/m/{version}.joblib",
+                "training_data_hash": "h", "n_train": 4, "metrics_json": "{}", "beats_baseline": True,
+                "created_at": datetime.now(UTC)}
+
+    record_version(warehouse, row("v1"))
+    record_version(warehouse, row("v1"))
+    record_version(warehouse, row("v2"))
+    versions = warehouse.query(f"SELECT classifier_version FROM {VERSIONS_TABLE} ORDER BY 1")
+    assert versions["classifier_version"].to_list() == ["v1", "v2"]

@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CLASS_STATEMENT
+from tests import instruction_doubles
 from tests.openai_double import OpenAIDouble, default_chat, schema_from_response_format
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -194,7 +195,29 @@ def pipeline_chat(body: dict) -> str:
         return inputs_answer(user)
     if "textbook section about" in user and not properties:
         return textbook_answer(user)
-    return default_chat(body)
+    return instruction_answer(body) or default_chat(body)
+
+
+def instruction_answer(body: dict) -> str | None:
+    """The instruction methods' prompts, answered by their tests' responders
+    (tests/instruction_doubles.py); None for a prompt none of them knows."""
+    props, text = instruction_doubles.schema_properties(body), instruction_doubles.user_text(body)
+    if props == ["rationale", "score"]:
+        responder = instruction_doubles.judge_responder
+    elif props == ["instruction", "input", "output"] and "The task is about" in text:
+        responder = instruction_doubles.alpaca_responder
+    elif props in (["instruction"], ["is_classification"], ["output", "input"], ["input", "output"]):
+        responder = instruction_doubles.self_instruct_responder
+    elif props == ["questions"] or "based on the content above:" in text:
+        responder = instruction_doubles.self_qa_responder
+    elif props in (["prompt"], ["judgement"]) or "Given Prompt#" in text:
+        responder = instruction_doubles.evol_responder
+    else:
+        return None
+    try:
+        return responder(body)
+    except (AssertionError, AttributeError, IndexError, KeyError):  # a prompt shape the test double does not parse
+        return None
 
 
 # --------------------------------------------------------------------------- dagster dev
@@ -454,7 +477,7 @@ def browser():
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1600,1000"):
+                 "--disable-dev-shm-usage", "--window-size=2400,1400"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -547,3 +570,37 @@ def test_cost_report_page_total_equals_the_ledger(materialized, browser):
                            [f"calls {calls:,}", f"spend (cost_usd) ${cost:,.6f}", "total_cost_usd"], "cost_report")
     assert float(_metadata_value(text, "total_cost_usd")) == pytest.approx(cost, rel=1e-9)
     assert int(_metadata_value(text, "total_calls")) == calls
+
+
+# --------------------------------------------------------------------------- nothing changed, nothing paid
+# Last in the module: it launches a second run, which the tests above must not see.
+
+
+def test_rematerializing_the_whole_graph_with_nothing_changed_sends_no_request(materialized, llm_double):
+    """main_job launched again from the UI's GraphQL with the same corpus and settings: every
+    plan depends only on its config and declared inputs, so every LLM call of every asset
+    is answered from the cache, the double receives nothing, and the run costs $0."""
+    from dagster_graphql import DagsterGraphQLClient
+
+    port = materialized["port"]
+    asked_before = len(llm_double.requests)
+    client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+    run_id = client.submit_job_execution(
+        "main_job", repository_location_name=LOCATION, run_config=run_config(materialized["data"])
+    )
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        ours = next(r for r in _graphql(port, RUNS_QUERY)["runsOrError"]["results"] if r["runId"] == run_id)
+        if ours["status"] in TERMINAL:
+            break
+        time.sleep(2)
+    assert ours["status"] == "SUCCESS", _step_failures(port, run_id)
+    assert len(llm_double.requests) == asked_before, [
+        _last_user_message(body)[:120] for body in llm_double.requests[asked_before:][:5]
+    ]
+    calls, hits, cost = _query(
+        materialized,
+        "SELECT count(*), count(*) FILTER (WHERE cache_hit), coalesce(sum(cost_usd), 0) FROM llm_calls WHERE run_id = ?",
+        [run_id],
+    )
+    assert calls > 0 and hits == calls and cost == 0

@@ -333,6 +333,13 @@ def load_model(path: str | Path) -> QualityModel:
     return model
 
 
+def _in_utc(frame: pl.DataFrame) -> pl.DataFrame:
+    """Time-zone-aware columns in "UTC": the lake gives them back as "Etc/UTC", which polars
+    will not concatenate with a "UTC" column (a re-trained version's history failed so)."""
+    aware = [name for name, dtype in frame.schema.items() if isinstance(dtype, pl.Datetime) and dtype.time_zone]
+    return frame.with_columns(pl.col(name).dt.convert_time_zone("UTC") for name in aware)
+
+
 def record_version(warehouse: Warehouse | Lake, row: dict[str, Any]) -> None:
     """Upsert one row of quality_classifier_versions (history of every trained model):
     the history without this version plus its new row, written as one table, so the
@@ -340,7 +347,7 @@ def record_version(warehouse: Warehouse | Lake, row: dict[str, Any]) -> None:
     frame = pl.DataFrame([row])
     if warehouse.table_exists(VERSIONS_TABLE):
         history = warehouse.query(f"SELECT * FROM {VERSIONS_TABLE} WHERE classifier_version <> ?", [row["classifier_version"]])
-        frame = pl.concat([history, frame], how="diagonal_relaxed")
+        frame = pl.concat([_in_utc(history), _in_utc(frame)], how="diagonal_relaxed")
     warehouse.write_table(VERSIONS_TABLE, frame)
 
 
