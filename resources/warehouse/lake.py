@@ -44,8 +44,11 @@ MEMORY_LIMIT_ENV_VAR = "SYNTH_ASSETS_DUCKDB_MEMORY_LIMIT"
 # "does not have any columns": a commit that reloads the catalog while another process's
 # CREATE TABLE is half-visible in it (measured: Ray tasks creating shard tables at once on
 # a SQLite catalog); the retry reloads a consistent catalog.
+# "ducklake_inlined_data_...does not exist": a read in a transaction that began while another
+# process's first rows into a new table were being committed (two processes starting LLM
+# sessions on a fresh lake); the retry sees the committed catalog.
 _RETRYABLE = ("database is locked", "conflict", "busy", "could not serialize", "deadlock",
-              "does not have any columns")
+              "does not have any columns", "ducklake_inlined_data")
 
 
 class WarehouseMissing(FileNotFoundError):
@@ -83,7 +86,10 @@ def database(location: LakeLocation, read_only: bool, snapshot: int | None = Non
 
 # Two processes attaching a lake that does not exist yet both try to create its catalog
 # tables; the loser fails ("already exists" / a duplicate key) and, retried, finds them made.
-_ATTACH_RACE = ("already exists", "duplicate key", "database is locked", "failed to initialize ducklake")
+# "failed to probe ducklake metadata" / "transaction is aborted": the probe ran while the
+# other process was creating those tables (measured with two Ray tasks on a fresh lake).
+_ATTACH_RACE = ("already exists", "duplicate key", "database is locked", "failed to initialize ducklake",
+                "failed to probe ducklake metadata", "transaction is aborted")
 ATTACH_ATTEMPTS = 8
 
 
