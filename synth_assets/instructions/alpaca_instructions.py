@@ -164,6 +164,7 @@ def alpaca_instructions(
     ROUGE-L with a seed or an earlier kept task is >= 0.7. Python in the output is parsed
     and its asserts are run in the sandbox (`has_code`, `code_parses`, `n_asserts`,
     `sandbox_passed`, `sandbox_reason`)."""
+    settings_from = settings_origin(config, "alpaca_instructions")  # before the merge: what the launchpad set
     config = with_settings(config, "alpaca_instructions")
     seeds = list(load_seed_tasks())
     plans = plan_requests(seeds, config.n_requests, config.n_in_context, config.seed)
@@ -185,7 +186,7 @@ def alpaca_instructions(
         context.log.info(f"alpaca_instructions: {len(rows)} rows, {len(rejects)} rejected")
     metadata = {
         "planned": len(plans),
-        "settings_origin": dg.MetadataValue.json(settings_origin(config, "alpaca_instructions")),
+        "settings_origin": dg.MetadataValue.json(settings_from),
         "distinct_topics": len({row["topic"] for row in rows}),
         "prompt_version": PROMPT_VERSION,
         **instruction_metadata(rows, rejects, report),

@@ -225,6 +225,7 @@ def evol_instruct(
     `response_is_refusal`, `response_only_punctuation_and_stop_words`,
     `copied_prompt_words`, or a failed call); their chain retries from the parent in the
     next round. Python in responses is parsed and its asserts are run in the sandbox."""
+    settings_from = settings_origin(config, "evol_instruct")  # before the merge: what the launchpad set
     config = with_settings(config, "evol_instruct")
     unknown = sorted(set(config.operations) - set(METHODS))
     if unknown or config.equality_check not in ("auto", "llm", "rouge"):
@@ -247,7 +248,7 @@ def evol_instruct(
         context.log.info(f"evol_instruct: {len(rows)} evolutions kept, {len(rejects)} eliminated")
     metadata = {
         "chains": len(chains),
-        "settings_origin": dg.MetadataValue.json(settings_origin(config, "evol_instruct")),
+        "settings_origin": dg.MetadataValue.json(settings_from),
         "max_depth": max((row["depth"] for row in rows), default=0),
         "rows_by_operation": dg.MetadataValue.json({op: sum(1 for r in rows if r["operation"] == op) for op in config.operations}),
         "prompt_version": PROMPT_VERSION,

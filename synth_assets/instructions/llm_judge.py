@@ -167,6 +167,7 @@ def llm_judge(
     Judging is one schema-constrained call per row, cached and priced like every call:
     changing a threshold re-decides `kept` from cached answers at no cost. On the bundled
     135M model the judge is weak (scores are noisy); the mechanism is what matters."""
+    settings_from = settings_origin(config, "llm_judge")  # before the merge: what the launchpad set
     config = with_settings(config, "llm_judge")
     wanted = [d for d in DATASETS if d.name in config.datasets]
     verdicts: list[dict] = []
@@ -187,7 +188,7 @@ def llm_judge(
         lake.write_table(TABLE, pl.DataFrame(verdicts, schema=SCHEMA))
         context.log.info(f"llm_judge: {len(verdicts)} rows judged, {sum(v['kept'] for v in verdicts)} kept; missing {missing}")
     metadata = {**judge_metadata(verdicts, missing), "prompt_version": PROMPT_VERSION,
-                "settings_origin": dg.MetadataValue.json(settings_origin(config, "llm_judge")), **llm_metadata}
+                "settings_origin": dg.MetadataValue.json(settings_from), **llm_metadata}
     return table_result(warehouse, TABLE, metadata, snapshot_id=lake.snapshot_id_published)
 
 

@@ -236,6 +236,7 @@ def self_instruct(
     `code_parses`, `n_asserts`, `sandbox_passed`, `sandbox_reason`: asserts are run in the
     sandbox) and the cache keys of all three calls. Every dropped candidate is in
     `self_instruct_rejects` with its stage and reason (e.g. `rouge_l: 0.812 >= 0.7`)."""
+    settings_from = settings_origin(config, "self_instruct")  # before the merge: what the launchpad set
     config = with_settings(config, "self_instruct")
     with warehouse.materialization(context) as lake:
         seeds = list(load_seed_tasks()) + exercise_seed_tasks(lake, config.n_exercise_seeds)
@@ -252,7 +253,7 @@ def self_instruct(
         context.log.info(f"self_instruct: {len(rows)} rows, {len(rejects)} rejected, pool sizes {pool_sizes}")
     metadata = {
         "seed_tasks": len(seeds),
-        "settings_origin": dg.MetadataValue.json(settings_origin(config, "self_instruct")),
+        "settings_origin": dg.MetadataValue.json(settings_from),
         "pool_size_by_round": dg.MetadataValue.json(pool_sizes),
         "generated_instructions": len(machine),
         "classification_rows": sum(1 for row in rows if row["is_classification"]),

@@ -188,6 +188,7 @@ def self_qa(
     ("this code", "according to the..."), too short, a near-duplicate (ROUGE-L >= 0.7) of
     a kept question, over the per-document quota, or an empty answer. Python in answers
     is parsed and its asserts run in the sandbox."""
+    settings_from = settings_origin(config, "self_qa")  # before the merge: what the launchpad set
     config = with_settings(config, "self_qa")
     with warehouse.materialization(context) as lake:
         documents = sample_documents(lake, config.n_documents, config.seed)
@@ -215,7 +216,7 @@ def self_qa(
         context.log.info(f"self_qa: {len(rows)} rows from {len(documents)} documents, {len(rejects)} rejected")
     metadata = {
         "documents": len(documents),
-        "settings_origin": dg.MetadataValue.json(settings_origin(config, "self_qa")),
+        "settings_origin": dg.MetadataValue.json(settings_from),
         "documents_with_rows": len({row["source_doc_id"] for row in rows}),
         "prompt_version": PROMPT_VERSION,
         **instruction_metadata(rows, rejects, report),
