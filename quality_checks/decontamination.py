@@ -10,7 +10,7 @@ against the published ones.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from quality_checks.gx_runner import import_gx
 from quality_checks.rules import (
@@ -18,9 +18,12 @@ from quality_checks.rules import (
     QualityBounds,
     SqlRowRule,
     asset_name,
+    composite_key_rules,
+    integrity_check,
     new_suite,
     sql_string,
     unique_non_null_rules,
+    verdict_with_reason_rule,
 )
 from quality_checks.synthesis import code_exercises_checks
 from synth_assets.decontamination import contamination_report, decontaminated_exercises
@@ -79,11 +82,9 @@ def contamination_report_checks(b: QualityBounds) -> list[CheckSpec]:
         )
 
     return [
-        CheckSpec(
+        integrity_check(
             asset=asset_name(contamination_report.contamination_report),
             table=table,
-            name=f"{table}_integrity",
-            blocking=True,
             description="One verdict per exercise: exercise_id unique, verdict non-null, a reason for every "
             "non-clean verdict, every code exercise judged.",
             id_column="exercise_id",
@@ -142,19 +143,14 @@ def decontaminated_exercises_checks(b: QualityBounds) -> list[CheckSpec]:
             f"USING (exercise_id) WHERE r.judge_verdict = {sql_string(contamination_report.JUDGE_SAME)}",
         ),
     )
-    specs[0] = CheckSpec(
-        asset=integrity.asset,
-        table=integrity.table,
-        name=integrity.name,
-        blocking=True,
+    specs[0] = replace(
+        integrity,
         description=integrity.description
         + f" Every kept exercise has {report_table} verdict '{clean}' and every signal "
         + "below its threshold ("
         + ", ".join(f"{t.score_column} < {t.threshold:g}" for t in thresholds)
         + ").",
-        id_column=integrity.id_column,
         rules=(*integrity.rules, *decontam_rules),
-        gx_suite=integrity.gx_suite,
         additional_deps=(asset_name(contamination_report.contamination_report),),
     )
     return specs
@@ -166,22 +162,15 @@ def synthesis_contamination_checks(b: QualityBounds) -> list[CheckSpec]:
     clean, contaminated = contamination_report.CLEAN, contamination_report.CONTAMINATED
     judged = {CASES_TABLE: "case_id", PERSONAS_TABLE: "persona_id"}
     return [
-        CheckSpec(
+        integrity_check(
             asset=asset_name(synthesis_report.synthesis_contamination_report),
             table=table,
-            name=f"{table}_integrity",
-            blocking=True,
             description=f"(source_table, item_id) unique and non-null; verdict {clean} or {contaminated} with a "
             "reason; every case2code program and every persona judged.",
             id_column="item_id",
             rules=(
-                SqlRowRule("source_item_unique",
-                           "SELECT source_table, item_id, count(*) AS copies FROM {table} GROUP BY ALL HAVING count(*) > 1"),
-                SqlRowRule("ids_not_null", "SELECT * FROM {table} WHERE item_id IS NULL OR source_table IS NULL"),
-                SqlRowRule("verdict_known_with_reason",
-                           f"SELECT source_table, item_id, verdict FROM {{table}} WHERE verdict IS NULL "
-                           f"OR verdict NOT IN ({sql_string(clean)}, {sql_string(contaminated)}) "
-                           "OR coalesce(trim(reason), '') = ''"),
+                *composite_key_rules("source_table", "item_id", "source_item_unique"),
+                verdict_with_reason_rule("source_table", "item_id", (clean, contaminated)),
                 *(
                     SqlRowRule(f"every_{source}_row_judged",
                                f"SELECT s.{id_column} FROM {source} s ANTI JOIN {{table}} r "

@@ -18,7 +18,9 @@ from quality_checks.rules import (
     QualityBounds,
     SqlRowRule,
     asset_name,
+    integrity_check,
     new_suite,
+    quality_floors_check,
     unique_non_null_rules,
 )
 from synth_assets.filtering import annotated_sample, filtered_textbook, quality_classifier
@@ -48,11 +50,9 @@ def annotated_sample_checks(b: QualityBounds) -> list[CheckSpec]:
         )
 
     return [
-        CheckSpec(
+        integrity_check(
             asset=asset,
             table=table,
-            name=f"{table}_integrity",
-            blocking=True,
             description=f"doc_id unique and non-null; educational_score within {lo}-{hi} where graded; "
             "an ok row has a score.",
             id_column="doc_id",
@@ -112,11 +112,10 @@ def quality_classifier_checks(b: QualityBounds) -> list[CheckSpec]:
         )
 
     return [
-        CheckSpec(
+        integrity_check(
             asset=asset,
             table=table,
-            name=f"{asset}_integrity",
-            blocking=True,
+            named_after=asset,
             description="classifier_version unique and non-null; metrics recorded as JSON.",
             id_column="classifier_version",
             rules=(
@@ -134,11 +133,10 @@ def quality_classifier_checks(b: QualityBounds) -> list[CheckSpec]:
         # (measured: CV ROC-AUC 0.48-0.53 on 35 graded stdlib files), so blocking here would
         # leave the default pipeline's filtered_textbook empty. Older rows are history and
         # may have lost.
-        CheckSpec(
+        quality_floors_check(
             asset=asset,
             table=table,
-            name=f"{asset}_quality_floors",
-            blocking=False,
+            named_after=asset,
             description="The newest classifier (by created_at, the one filtered_textbook uses by "
             "default) beats the majority-class baseline in cross-validation.",
             id_column="classifier_version",
@@ -170,11 +168,9 @@ def filtered_textbook_checks(b: QualityBounds) -> list[CheckSpec]:
         )
 
     return [
-        CheckSpec(
+        integrity_check(
             asset=asset_name(filtered_textbook.filtered_textbook),
             table=table,
-            name=f"{table}_integrity",
-            blocking=True,
             description="doc_id unique; every kept row carries a quality_score in [0, 1] and a "
             f"classifier_version recorded in {versions_table}.",
             id_column="doc_id",

@@ -14,7 +14,9 @@ from quality_checks.rules import (
     SqlMetricRule,
     SqlRowRule,
     asset_name,
+    integrity_check,
     new_suite,
+    quality_floors_check,
     sql_list,
     unique_non_null_rules,
 )
@@ -69,11 +71,9 @@ def raw_stack_plus_checks(b: QualityBounds) -> list[CheckSpec]:
         )
 
     return [
-        CheckSpec(
+        integrity_check(
             asset=asset,
             table=table,
-            name=f"{table}_integrity",
-            blocking=True,
             description="doc_id unique, non-null sha256 hex; content non-empty with n_chars = its length > 0; "
             "source named.",
             id_column="doc_id",
@@ -92,11 +92,9 @@ def raw_stack_plus_checks(b: QualityBounds) -> list[CheckSpec]:
             ),
             gx_suite=suite,
         ),
-        CheckSpec(
+        quality_floors_check(
             asset=asset,
             table=table,
-            name=f"{table}_quality_floors",
-            blocking=False,
             description=f"source in the known set ({', '.join(source_names)}).",
             id_column="doc_id",
             rules=(
@@ -130,13 +128,11 @@ def dedup_removed_checks(b: QualityBounds) -> list[CheckSpec]:
         )
 
     return [
-        CheckSpec(
+        integrity_check(
             # dedup_removed is written by the raw_stack_plus asset (ingest), so its check
             # guards raw_stack_plus.
             asset=asset_name(raw_stack_plus.raw_stack_plus),
             table=table,
-            name=f"{table}_integrity",
-            blocking=True,
             description="One row per dropped copy, (doc_id, source, origin) unique; every removed "
             f"document points at a kept doc_id in {kept_table}; an exact duplicate shares the kept "
             "doc_id (or, when that copy was removed as a near duplicate, points at its survivor), "

@@ -10,7 +10,20 @@ from __future__ import annotations
 import polars as pl
 
 from quality_checks.gx_runner import RuleOutcome
-from quality_checks.rules import CheckSpec, FrameRule, QualityBounds, SqlMetricRule, SqlRowRule, asset_name, sql_list, unique_non_null_rules
+from quality_checks.rules import (
+    CheckSpec,
+    FrameRule,
+    QualityBounds,
+    SqlMetricRule,
+    SqlRowRule,
+    asset_name,
+    composite_key_rules,
+    integrity_check,
+    quality_floors_check,
+    sql_list,
+    unique_non_null_rules,
+    verdict_with_reason_rule,
+)
 from quality_checks.synthesis import distinct2_rule
 from synth_assets.decontamination import instructions_contamination_report as report
 from synth_assets.decontamination.contamination_report import CLEAN
@@ -58,8 +71,8 @@ def instruction_table_checks(b: QualityBounds, module, similarity_filtered: bool
         *((rouge_pairs_rule("no_near_duplicate_instructions", sample, ROUGE_L_THRESHOLD),) if similarity_filtered else ()),
     )
     return [
-        CheckSpec(
-            asset=asset, table=table, name=f"{table}_integrity", blocking=True,
+        integrity_check(
+            asset=asset, table=table,
             description="instruction_id unique and non-null; instruction and output non-empty; input not null.",
             id_column="instruction_id",
             rules=(
@@ -70,8 +83,8 @@ def instruction_table_checks(b: QualityBounds, module, similarity_filtered: bool
                 *extra_rules,
             ),
         ),
-        CheckSpec(
-            asset=asset, table=table, name=f"{table}_quality_floors", blocking=False,
+        quality_floors_check(
+            asset=asset, table=table,
             description=f"Distinct instructions / rows >= {INSTRUCTION_DISTINCT_FLOOR}; instruction distinct-2 >= "
             f"{INSTRUCTION_DISTINCT2_FLOOR}" + (f"; no two instructions with ROUGE-L >= {ROUGE_L_THRESHOLD}" if similarity_filtered else "") + ".",
             id_column="instruction_id",
@@ -83,15 +96,13 @@ def instruction_table_checks(b: QualityBounds, module, similarity_filtered: bool
 def llm_judge_checks(b: QualityBounds) -> list[CheckSpec]:
     table, asset = llm_judge.TABLE, asset_name(llm_judge.llm_judge)
     return [
-        CheckSpec(
-            asset=asset, table=table, name=f"{table}_integrity", blocking=True,
+        integrity_check(
+            asset=asset, table=table,
             description=f"(dataset, judged_id) unique; score in {SCORE_MIN}..{SCORE_MAX} or NULL (judge failed); "
             "kept exactly when score >= threshold; every dropped row has a reason; known datasets.",
             id_column="judged_id",
             rules=(
-                SqlRowRule("dataset_judged_id_unique",
-                           "SELECT dataset, judged_id, count(*) AS copies FROM {table} GROUP BY ALL HAVING count(*) > 1"),
-                SqlRowRule("judged_id_not_null", "SELECT * FROM {table} WHERE judged_id IS NULL OR dataset IS NULL"),
+                *composite_key_rules("dataset", "judged_id", "dataset_judged_id_unique", "judged_id_not_null"),
                 SqlRowRule("score_in_range", f"SELECT dataset, judged_id, score FROM {{table}} WHERE score NOT BETWEEN {SCORE_MIN} AND {SCORE_MAX}"),
                 SqlRowRule("kept_matches_threshold",
                            "SELECT dataset, judged_id, score, threshold, kept FROM {table} "
@@ -105,20 +116,15 @@ def llm_judge_checks(b: QualityBounds) -> list[CheckSpec]:
 
 def instructions_contamination_checks(b: QualityBounds) -> list[CheckSpec]:
     table = report.INSTRUCTIONS_REPORT_TABLE
-    verdicts = sql_list((CLEAN, report.CONTAMINATED))
     return [
-        CheckSpec(
-            asset=asset_name(report.instructions_contamination_report), table=table, name=f"{table}_integrity", blocking=True,
+        integrity_check(
+            asset=asset_name(report.instructions_contamination_report), table=table,
             description="(dataset, instruction_id) unique and non-null; verdict clean or contaminated with a reason; "
             "contaminated exactly when a signal fired.",
             id_column="instruction_id",
             rules=(
-                SqlRowRule("dataset_instruction_id_unique",
-                           "SELECT dataset, instruction_id, count(*) AS copies FROM {table} GROUP BY ALL HAVING count(*) > 1"),
-                SqlRowRule("ids_not_null", "SELECT * FROM {table} WHERE instruction_id IS NULL OR dataset IS NULL"),
-                SqlRowRule("verdict_known_with_reason",
-                           f"SELECT dataset, instruction_id, verdict FROM {{table}} WHERE verdict IS NULL OR verdict NOT IN ({verdicts}) "
-                           "OR coalesce(trim(reason), '') = ''"),
+                *composite_key_rules("dataset", "instruction_id", "dataset_instruction_id_unique"),
+                verdict_with_reason_rule("dataset", "instruction_id", (CLEAN, report.CONTAMINATED)),
                 SqlRowRule("contaminated_iff_a_signal_fired",
                            f"SELECT dataset, instruction_id, verdict, fired_signals FROM {{table}} "
                            f"WHERE (verdict = '{report.CONTAMINATED}') IS DISTINCT FROM (len(coalesce(fired_signals, [])) > 0)"),

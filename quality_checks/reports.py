@@ -6,7 +6,7 @@ Table names are read from the report modules when the checks are built, never co
 from __future__ import annotations
 
 from quality_checks.gx_runner import import_gx
-from quality_checks.rules import CheckSpec, QualityBounds, SqlRowRule, asset_name, new_suite, unique_non_null_rules
+from quality_checks.rules import CheckSpec, QualityBounds, SqlRowRule, asset_name, integrity_check, new_suite, unique_non_null_rules
 from synth_assets.reports import cost_report, training_data_release
 
 # cost_report columns that can never be negative.
@@ -26,11 +26,9 @@ def cost_report_checks(b: QualityBounds) -> list[CheckSpec]:
         )
 
     return [
-        CheckSpec(
+        integrity_check(
             asset=asset_name(cost_report.cost_report),
             table=table,
-            name=f"{table}_integrity",
-            blocking=True,
             description="One row per asset_key; money and counts non-negative; cache hits never exceed calls.",
             id_column="asset_key",
             rules=(
@@ -62,11 +60,9 @@ def training_data_release_checks(b: QualityBounds) -> list[CheckSpec]:
         )
 
     return [
-        CheckSpec(
+        integrity_check(
             asset=asset_name(training_data_release.training_data_release),
             table=table,
-            name=f"{table}_integrity",
-            blocking=True,
             description="One manifest row per config with a sha256 checksum; rows left out always say why.",
             id_column="config_name",
             rules=(

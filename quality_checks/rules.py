@@ -3,11 +3,12 @@ small helpers they share.
 
 Each asset gets up to two checks (assembled in `quality_checks.checks`):
 
-- `<table>_integrity`, blocking (ERROR): failures that would poison downstream assets --
-  ids unique and non-null, scores in range, exercises that parse, nothing contaminated.
-  Automation waits for these (`all_deps_blocking_checks_passed`).
-- `<table>_quality_floors`, non-blocking (WARN): diversity floors, length bounds, known
-  source names: figures a human should look at but that do not stop the pipeline.
+- `<table>_integrity` (`integrity_check`), blocking (ERROR): failures that would poison
+  downstream assets -- ids unique and non-null, scores in range, exercises that parse,
+  nothing contaminated. Automation waits for these (`all_deps_blocking_checks_passed`).
+- `<table>_quality_floors` (`quality_floors_check`), non-blocking (WARN): diversity
+  floors, length bounds, known source names: figures a human should look at but that do
+  not stop the pipeline.
 
 Rules come in three kinds, all reported the same way (`gx_runner.RuleOutcome`):
 
@@ -126,6 +127,18 @@ class CheckSpec:
     additional_deps: tuple[str, ...] = ()
 
 
+def integrity_check(*, table: str, named_after: str | None = None, **fields: Any) -> CheckSpec:
+    """`<table>_integrity`, blocking (ERROR); `fields` are the rest of `CheckSpec`'s.
+    `named_after` takes the table's place in the name (quality_classifier's checks are
+    named after the asset, not its versions table)."""
+    return CheckSpec(table=table, name=f"{named_after or table}_integrity", blocking=True, **fields)
+
+
+def quality_floors_check(*, table: str, named_after: str | None = None, **fields: Any) -> CheckSpec:
+    """`<table>_quality_floors`, non-blocking (WARN); as `integrity_check`."""
+    return CheckSpec(table=table, name=f"{named_after or table}_quality_floors", blocking=False, **fields)
+
+
 def asset_name(asset: dg.AssetsDefinition) -> str:
     """The key a check attaches to, taken from the asset definition itself."""
     return asset.key.to_user_string()
@@ -140,6 +153,31 @@ def unique_non_null_rules(column: str) -> tuple[SqlRowRule, SqlRowRule]:
             f"GROUP BY {column} HAVING count(*) > 1 ORDER BY copies DESC, {column}",
         ),
         SqlRowRule(f"{column}_not_null", f"SELECT * FROM {{table}} WHERE {column} IS NULL"),
+    )
+
+
+def composite_key_rules(
+    group_column: str, id_column: str, unique_name: str, not_null_name: str = "ids_not_null"
+) -> tuple[SqlRowRule, SqlRowRule]:
+    """Full-table uniqueness and non-null for a two-column key such as (dataset,
+    instruction_id), where the id repeats across groups. The rule names are the
+    caller's: each check keeps the names its results have always carried."""
+    return (
+        SqlRowRule(
+            unique_name,
+            f"SELECT {group_column}, {id_column}, count(*) AS copies FROM {{table}} GROUP BY ALL HAVING count(*) > 1",
+        ),
+        SqlRowRule(not_null_name, f"SELECT * FROM {{table}} WHERE {id_column} IS NULL OR {group_column} IS NULL"),
+    )
+
+
+def verdict_with_reason_rule(group_column: str, id_column: str, verdicts: tuple[str, ...]) -> SqlRowRule:
+    """Every row of a report keyed by (group_column, id_column) has a verdict from
+    `verdicts` and a non-empty reason."""
+    return SqlRowRule(
+        "verdict_known_with_reason",
+        f"SELECT {group_column}, {id_column}, verdict FROM {{table}} WHERE verdict IS NULL "
+        f"OR verdict NOT IN ({sql_list(verdicts)}) OR coalesce(trim(reason), '') = ''",
     )
 
 

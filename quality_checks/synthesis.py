@@ -21,7 +21,9 @@ from quality_checks.rules import (
     SqlMetricRule,
     SqlRowRule,
     asset_name,
+    integrity_check,
     new_suite,
+    quality_floors_check,
     unique_non_null_rules,
 )
 from synth_assets.synthesis import case2code, code_exercises, personas, synthetic_textbook, textbook_prompts
@@ -112,21 +114,17 @@ def textbook_prompts_checks(b: QualityBounds) -> list[CheckSpec]:
         )
 
     return [
-        CheckSpec(
+        integrity_check(
             asset=asset,
             table=table,
-            name=f"{table}_integrity",
-            blocking=True,
             description="prompt_id unique and non-null; every prompt has a topic.",
             id_column="prompt_id",
             rules=(*unique_non_null_rules("prompt_id"),),
             gx_suite=suite,
         ),
-        CheckSpec(
+        quality_floors_check(
             asset=asset,
             table=table,
-            name=f"{table}_quality_floors",
-            blocking=False,
             description=f"Distinct (topic, subtopic, audience) slots / prompts >= {b.prompt_slot_distinct_floor}.",
             id_column="prompt_id",
             rules=(
@@ -171,11 +169,9 @@ def synthetic_textbook_checks(b: QualityBounds) -> list[CheckSpec]:
         f"REPEATABLE ({b.sample_seed})"
     )
     return [
-        CheckSpec(
+        integrity_check(
             asset=asset,
             table=table,
-            name=f"{table}_integrity",
-            blocking=True,
             description="section_id unique and non-null; every section has a prompt_id and non-empty text.",
             id_column="section_id",
             rules=(
@@ -187,11 +183,9 @@ def synthetic_textbook_checks(b: QualityBounds) -> list[CheckSpec]:
             ),
             gx_suite=integrity_suite,
         ),
-        CheckSpec(
+        quality_floors_check(
             asset=asset,
             table=table,
-            name=f"{table}_quality_floors",
-            blocking=False,
             description=f"Section length within {b.textbook_min_chars}-{b.textbook_max_chars} characters; "
             f"corpus distinct-2 >= {b.textbook_distinct2_floor}; share of sections whose code parses "
             f">= {b.textbook_code_parse_floor}.",
@@ -230,11 +224,9 @@ def code_exercises_checks(b: QualityBounds, table: str | None = None, asset: str
 
     parse_sql = "SELECT exercise_id, function_name, exercise, solution, source FROM {table}"
     return [
-        CheckSpec(
+        integrity_check(
             asset=asset,
             table=table,
-            name=f"{table}_integrity",
-            blocking=True,
             description="exercise_id unique and non-null; every exercise + solution parses as Python (ast.parse).",
             id_column="exercise_id",
             rules=(
@@ -243,11 +235,9 @@ def code_exercises_checks(b: QualityBounds, table: str | None = None, asset: str
             ),
             gx_suite=suite,
         ),
-        CheckSpec(
+        quality_floors_check(
             asset=asset,
             table=table,
-            name=f"{table}_quality_floors",
-            blocking=False,
             description=f"Distinct function names / exercises >= {b.exercise_function_name_distinct_floor}.",
             id_column="exercise_id",
             rules=(
@@ -264,11 +254,9 @@ def code_exercises_checks(b: QualityBounds, table: str | None = None, asset: str
 def personas_checks(b: QualityBounds) -> list[CheckSpec]:
     table = personas.PERSONAS_TABLE
     return [
-        CheckSpec(
+        integrity_check(
             asset=asset_name(personas.personas),
             table=table,
-            name=f"{table}_integrity",
-            blocking=True,
             description="persona_id unique and non-null; every persona non-empty and the last link of its own "
             "chain, which is hop + 1 personas long.",
             id_column="persona_id",
@@ -287,11 +275,9 @@ def personas_checks(b: QualityBounds) -> list[CheckSpec]:
 def case2code_checks(b: QualityBounds) -> list[CheckSpec]:
     table = case2code.CASES_TABLE
     return [
-        CheckSpec(
+        integrity_check(
             asset=asset_name(case2code.case2code),
             table=table,
-            name=f"{table}_integrity",
-            blocking=True,
             description="case_id unique and non-null; as many outputs as inputs (n_pairs >= 2), outputs that "
             "vary, 1 <= shown_pairs <= n_pairs, and a prompt and program on every row.",
             id_column="case_id",

@@ -11,8 +11,6 @@ HumanEval docstring copied into an instruction fires the n-gram signal on docstr
 canonical solution copied into an output fires the code signals, as for an exercise.
 """
 
-from typing import Any
-
 import dagster as dg
 import polars as pl
 
@@ -20,18 +18,8 @@ from resources.llm import LLMResource
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
 from synth_assets.common.tables import table_result
-from synth_assets.decontamination.benchmark_index import BenchmarkIndex
-from synth_assets.decontamination.benchmarks import load_benchmarks
-from synth_assets.decontamination.contamination_report import (
-    CODE_VERSION,
-    CONTAMINATED,
-    REPORT_SCHEMA,
-    DecontaminationConfig,
-    needs_session,
-    report_rows,
-    run_metadata,
-    score_rows,
-)
+from synth_assets.decontamination.contamination_report import CODE_VERSION, CONTAMINATED, DecontaminationConfig
+from synth_assets.decontamination.rekeyed_report import EXERCISE_KEYS, SCORE_SCHEMA, score_and_write
 from synth_assets.instructions import alpaca_instructions, evol_instruct, self_instruct, self_qa
 from synth_assets.instructions.execution import extract_python
 from synth_assets.settings import with_settings
@@ -39,10 +27,7 @@ from synth_assets.settings import with_settings
 INSTRUCTIONS_REPORT_TABLE = "instructions_contamination_report"
 INSTRUCTION_MODULES = (self_instruct, alpaca_instructions, self_qa, evol_instruct)
 INSTRUCTION_TABLES = tuple(module.TABLE for module in INSTRUCTION_MODULES)
-INSTRUCTIONS_REPORT_SCHEMA = {
-    "dataset": pl.Utf8, "instruction_id": pl.Utf8, "has_code": pl.Boolean,
-    **{name: dtype for name, dtype in REPORT_SCHEMA.items() if name not in ("exercise_id", "function_name")},
-}
+INSTRUCTIONS_REPORT_SCHEMA = {"dataset": pl.Utf8, "instruction_id": pl.Utf8, "has_code": pl.Boolean, **SCORE_SCHEMA}
 
 
 def instruction_document(instruction: str, input_text: str, output: str) -> tuple[str, bool]:
@@ -72,9 +57,8 @@ def read_instruction_rows(lake) -> pl.DataFrame:
 
 def instruction_report(rows: pl.DataFrame, has_code: list[bool], report: pl.DataFrame) -> pl.DataFrame:
     """The exercise-shaped report re-keyed by (dataset, instruction_id) (same row order)."""
-    keyed = report.drop("exercise_id", "function_name")
     head = rows.select("dataset", "instruction_id").with_columns(pl.Series("has_code", has_code, dtype=pl.Boolean))
-    return head.hstack(keyed).select(list(INSTRUCTIONS_REPORT_SCHEMA))
+    return head.hstack(report.drop(EXERCISE_KEYS)).select(list(INSTRUCTIONS_REPORT_SCHEMA))
 
 
 def release_filter(dataset: str) -> tuple[str, str]:
@@ -112,17 +96,11 @@ def instructions_contamination_report(
         documents = [instruction_document(*r) for r in rows.select("instruction", "input", "output").iter_rows()]
         sources, has_code = [d for d, _ in documents], [c for _, c in documents]
         ids = [f"{d}:{i}" for d, i in rows.select("dataset", "instruction_id").iter_rows()]
-        problems = load_benchmarks(config.include_humaneval, config.extra_benchmark_paths)
-        index = BenchmarkIndex.from_problems(problems, config.similarity(), functional=config.use_functional)
-        timings: dict[str, float] = {}
-        embedding_status: dict[str, Any] = {}
-        with needs_session(config, llm, context, warehouse, bool(ids)) as session:
-            scores = score_rows(index, problems, ids, sources, [None] * len(ids), config, session, timings, embedding_status)
-            report = report_rows(scores, [None] * len(ids), config.thresholds())
-            table = instruction_report(rows, has_code, report)
-            lake.write_table(INSTRUCTIONS_REPORT_TABLE, table)
-            llm_metadata = session.metadata() if session is not None else {}
-        metadata = run_metadata(report, config, problems, index, timings, embedding_status)
+        scored = score_and_write(
+            context, config, warehouse, llm, lake, INSTRUCTIONS_REPORT_TABLE, ids=ids, sources=sources,
+            rekey=lambda report: instruction_report(rows, has_code, report),
+        )
+        table, metadata = scored.table, scored.metadata
         by_dataset = table.group_by("dataset").agg(pl.len().alias("rows"), (pl.col("verdict") == CONTAMINATED).sum().alias("contaminated"))
         metadata.update({
             "rows_by_dataset": dg.MetadataValue.json({d: int(n) for d, n, _ in by_dataset.sort("dataset").iter_rows()}),
@@ -130,4 +108,4 @@ def instructions_contamination_report(
             "with_code": int(sum(has_code)),
         })
         context.log.info(f"{INSTRUCTIONS_REPORT_TABLE}: {metadata['contaminated']} of {table.height} instruction rows contaminated")
-    return table_result(warehouse, INSTRUCTIONS_REPORT_TABLE, {**metadata, **llm_metadata}, snapshot_id=lake.snapshot_id_published)
+    return table_result(warehouse, INSTRUCTIONS_REPORT_TABLE, {**metadata, **scored.llm_metadata}, snapshot_id=lake.snapshot_id_published)

@@ -12,8 +12,6 @@ silent.
 """
 
 
-from typing import Any
-
 import dagster as dg
 import polars as pl
 
@@ -21,27 +19,14 @@ from resources.llm import LLMResource
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
 from synth_assets.common.tables import counts_markdown, table_result
-from synth_assets.decontamination.benchmark_index import BenchmarkIndex
-from synth_assets.decontamination.benchmarks import load_benchmarks
-from synth_assets.decontamination.contamination_report import (
-    CODE_VERSION,
-    CONTAMINATED,
-    REPORT_SCHEMA,
-    DecontaminationConfig,
-    needs_session,
-    report_rows,
-    run_metadata,
-    score_rows,
-)
+from synth_assets.decontamination.contamination_report import CODE_VERSION, CONTAMINATED, DecontaminationConfig
+from synth_assets.decontamination.rekeyed_report import EXERCISE_KEYS, SCORE_SCHEMA, score_and_write
 from synth_assets.synthesis.case2code import CASES_TABLE
 from synth_assets.synthesis.personas import PERSONAS_TABLE
 
 SYNTHESIS_REPORT_TABLE = "synthesis_contamination_report"
 ITEM_SCHEMA = {"item_id": pl.Utf8, "source_table": pl.Utf8, "function_name": pl.Utf8, "source": pl.Utf8}
-SYNTHESIS_REPORT_SCHEMA = {
-    "item_id": pl.Utf8, "source_table": pl.Utf8, "function_name": pl.Utf8,
-    **{name: dtype for name, dtype in REPORT_SCHEMA.items() if name not in ("exercise_id", "function_name")},
-}
+SYNTHESIS_REPORT_SCHEMA = {"item_id": pl.Utf8, "source_table": pl.Utf8, "function_name": pl.Utf8, **SCORE_SCHEMA}
 
 
 def persona_source(persona: str) -> str:
@@ -68,7 +53,7 @@ def synthesis_items(cases: pl.DataFrame | None, personas: pl.DataFrame | None) -
 def item_report(items: pl.DataFrame, report: pl.DataFrame) -> pl.DataFrame:
     """The exercise-shaped report re-keyed by item (same row order)."""
     return (items.select("item_id", "source_table", "function_name")
-            .hstack(report.drop("exercise_id", "function_name"))
+            .hstack(report.drop(EXERCISE_KEYS))
             .select(list(SYNTHESIS_REPORT_SCHEMA)))
 
 
@@ -120,21 +105,14 @@ def synthesis_contamination_report(
         cases = _read(lake, CASES_TABLE, "case_id, function_name, program", "case_id")
         persona_rows = _read(lake, PERSONAS_TABLE, "persona_id, persona", "persona_id")
         items = synthesis_items(cases, persona_rows)
-        problems = load_benchmarks(config.include_humaneval, config.extra_benchmark_paths)
-        index = BenchmarkIndex.from_problems(problems, config.similarity(), functional=config.use_functional)
-        ids, sources, names = items["item_id"].to_list(), items["source"].to_list(), items["function_name"].to_list()
-        timings: dict[str, float] = {}
-        embedding_status: dict[str, Any] = {}
-        llm_metadata: dict[str, Any] = {}
-        with needs_session(config, llm, context, warehouse, bool(ids)) as session:
-            scores = score_rows(index, problems, ids, sources, names, config, session, timings, embedding_status)
-            report = report_rows(scores, names, config.thresholds())
-            table = item_report(items, report)
-            lake.write_table(SYNTHESIS_REPORT_TABLE, table)
-            llm_metadata = session.metadata() if session is not None else {}
-        if embedding_status.get("error"):
-            context.log.warning(f"embeddings failed, embedding signal skipped: {embedding_status['error']}")
-        metadata = run_metadata(report, config, problems, index, timings, embedding_status)
+        scored = score_and_write(
+            context, config, warehouse, llm, lake, SYNTHESIS_REPORT_TABLE,
+            ids=items["item_id"].to_list(), sources=items["source"].to_list(),
+            names=items["function_name"].to_list(), rekey=lambda report: item_report(items, report),
+        )
+        if scored.embedding_status.get("error"):
+            context.log.warning(f"embeddings failed, embedding signal skipped: {scored.embedding_status['error']}")
+        table, metadata = scored.table, scored.metadata
         flagged_cases, flagged_personas = contaminated_ids(table, CASES_TABLE), contaminated_ids(table, PERSONAS_TABLE)
         verdicts = {f"{row['source_table']}: {row['verdict']}": row["n"] for row in
                     table.group_by("source_table", "verdict").len(name="n").iter_rows(named=True)}
@@ -147,5 +125,5 @@ def synthesis_contamination_report(
         })
         context.log.info(f"{SYNTHESIS_REPORT_TABLE}: {len(flagged_cases)} of {cases.height} case2code programs and "
                          f"{len(flagged_personas)} of {persona_rows.height} personas contaminated")
-    return table_result(warehouse, SYNTHESIS_REPORT_TABLE, {**metadata, **llm_metadata},
+    return table_result(warehouse, SYNTHESIS_REPORT_TABLE, {**metadata, **scored.llm_metadata},
                         snapshot_id=lake.snapshot_id_published)

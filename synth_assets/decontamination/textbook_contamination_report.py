@@ -3,7 +3,6 @@ scored against the benchmarks with the same signals and thresholds as the exerci
 (issue 17 point 4), one row per block with a verdict and a reason."""
 
 import hashlib
-from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -12,25 +11,13 @@ from resources.llm import LLMResource
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
 from synth_assets.common.tables import table_result
-from synth_assets.decontamination.benchmark_index import BenchmarkIndex
-from synth_assets.decontamination.benchmarks import load_benchmarks
-from synth_assets.decontamination.contamination_report import (
-    CODE_VERSION,
-    REPORT_SCHEMA,
-    DecontaminationConfig,
-    needs_session,
-    report_rows,
-    run_metadata,
-    score_rows,
-)
+from synth_assets.decontamination.contamination_report import CODE_VERSION, DecontaminationConfig
+from synth_assets.decontamination.rekeyed_report import EXERCISE_KEYS, SCORE_SCHEMA, score_and_write
 from synth_assets.synthesis.synthetic_textbook import SECTIONS_TABLE, code_blocks
 
 TEXTBOOK_REPORT_TABLE = "textbook_contamination_report"
 BLOCK_SCHEMA = {"block_id": pl.Utf8, "section_id": pl.Utf8, "block_index": pl.Int64, "code": pl.Utf8}
-TEXTBOOK_REPORT_SCHEMA = {
-    "block_id": pl.Utf8, "section_id": pl.Utf8, "block_index": pl.Int64,
-    **{name: dtype for name, dtype in REPORT_SCHEMA.items() if name not in ("exercise_id", "function_name")},
-}
+TEXTBOOK_REPORT_SCHEMA = {"block_id": pl.Utf8, "section_id": pl.Utf8, "block_index": pl.Int64, **SCORE_SCHEMA}
 
 
 def textbook_blocks(sections: pl.DataFrame) -> pl.DataFrame:
@@ -46,8 +33,8 @@ def textbook_blocks(sections: pl.DataFrame) -> pl.DataFrame:
 
 def block_report(blocks: pl.DataFrame, report: pl.DataFrame) -> pl.DataFrame:
     """The exercise-shaped report re-keyed by block (same row order)."""
-    keyed = report.drop("function_name").rename({"exercise_id": "block_id"})
-    return blocks.select("block_id", "section_id", "block_index").hstack(keyed.drop("block_id")).select(list(TEXTBOOK_REPORT_SCHEMA))
+    keys = blocks.select("block_id", "section_id", "block_index")
+    return keys.hstack(report.drop(EXERCISE_KEYS)).select(list(TEXTBOOK_REPORT_SCHEMA))
 
 
 @dg.asset(
@@ -73,21 +60,14 @@ def textbook_contamination_report(
             raise dg.Failure(f"{SECTIONS_TABLE} does not exist yet; materialize it first")
         sections = lake.query(f'SELECT section_id, text FROM "{SECTIONS_TABLE}" ORDER BY section_id')
         blocks = textbook_blocks(sections)
-        problems = load_benchmarks(config.include_humaneval, config.extra_benchmark_paths)
-        index = BenchmarkIndex.from_problems(problems, config.similarity(), functional=config.use_functional)
-        ids, sources = blocks["block_id"].to_list(), blocks["code"].to_list()
-        timings: dict[str, float] = {}
-        embedding_status: dict[str, Any] = {}
-        llm_metadata: dict[str, Any] = {}
-        with needs_session(config, llm, context, warehouse, bool(ids)) as session:
-            scores = score_rows(index, problems, ids, sources, [None] * len(ids), config, session, timings, embedding_status)
-            report = report_rows(scores, [None] * len(ids), config.thresholds())
-            table = block_report(blocks, report)
-            lake.write_table(TEXTBOOK_REPORT_TABLE, table)
-            llm_metadata = session.metadata() if session is not None else {}
-        metadata = run_metadata(report, config, problems, index, timings, embedding_status)
+        scored = score_and_write(
+            context, config, warehouse, llm, lake, TEXTBOOK_REPORT_TABLE,
+            ids=blocks["block_id"].to_list(), sources=blocks["code"].to_list(),
+            rekey=lambda report: block_report(blocks, report),
+        )
+        table, metadata = scored.table, scored.metadata
         flagged = table.filter(pl.col("verdict") != "clean")["section_id"].unique().sort().to_list()
         metadata.update({"sections": sections.height, "blocks": table.height,
                          "sections_with_contaminated_blocks": ", ".join(flagged[:50]) or "none"})
         context.log.info(f"{TEXTBOOK_REPORT_TABLE}: {metadata['contaminated']} of {table.height} code blocks contaminated")
-    return table_result(warehouse, TEXTBOOK_REPORT_TABLE, {**metadata, **llm_metadata}, snapshot_id=lake.snapshot_id_published)
+    return table_result(warehouse, TEXTBOOK_REPORT_TABLE, {**metadata, **scored.llm_metadata}, snapshot_id=lake.snapshot_id_published)
