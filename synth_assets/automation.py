@@ -2,6 +2,7 @@
 
 - `on_upstream_change()`: the condition every downstream asset declares.
 - `on_code_change()`: the condition of root assets that call the LLM.
+- `on_new_shards()`: raw_stack_plus's: after corpus shards were (re-)ingested.
 - `automation_sensor`: evaluates those conditions (running by default, every 30 s).
 
 The corpus sensor lives with ingest (synth_assets/ingest/corpus_sensor.py), the cost report
@@ -36,6 +37,17 @@ def on_code_change() -> dg.AutomationCondition:
         dg.AutomationCondition.code_version_changed().since_last_handled()
         & ~dg.AutomationCondition.in_progress()
     ).with_label("code_version_changed")
+
+
+def on_new_shards() -> dg.AutomationCondition:
+    """For raw_stack_plus: re-deduplicate once shards it depends on were (re-)ingested
+    and none is still running, never merely because it is missing (it ingests missing
+    shards itself, so a fresh instance does not start the whole graph by itself)."""
+    return (
+        dg.AutomationCondition.any_deps_updated().since_last_handled()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("corpus_shards_updated")
 
 
 # How often the daemon may evaluate the automation conditions.

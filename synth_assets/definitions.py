@@ -32,9 +32,11 @@ from synth_assets.decontamination.instructions_contamination_report import instr
 from synth_assets.decontamination.synthesis_contamination_report import synthesis_contamination_report
 from synth_assets.decontamination.textbook_contamination_report import textbook_contamination_report
 from synth_assets.filtering.annotated_sample import annotated_sample
+from synth_assets.filtering.corpus_scores import corpus_scores
 from synth_assets.filtering.filtered_textbook import filtered_textbook
 from synth_assets.filtering.quality_classifier import quality_classifier
 from synth_assets.ingest.corpus_sensor import corpus_change_sensor
+from synth_assets.ingest.corpus_shards import corpus_shards
 from synth_assets.ingest.raw_stack_plus import raw_stack_plus
 from synth_assets.instructions.alpaca_instructions import alpaca_instructions
 from synth_assets.instructions.evol_instruct import evol_instruct
@@ -54,16 +56,21 @@ from synth_assets.synthesis.textbook_prompts import textbook_prompts
 
 main_job = dg.define_asset_job(
     "main_job",
-    selection=dg.AssetSelection.all(),
+    # corpus_shards and corpus_scores are partitioned by shard (a run per shard, or a
+    # backfill); raw_stack_plus and filtered_textbook do the shards no run has done yet
+    # themselves, so the whole graph runs in one job.
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets(corpus_shards, corpus_scores),
     description="Materialize the whole graph (the README's `make demo`).",
 )
 
 defs = dg.Definitions(
     assets=[
         # ingest
+        corpus_shards,
         raw_stack_plus,
         # filtering
         annotated_sample,
+        corpus_scores,
         quality_classifier,
         filtered_textbook,
         # synthesis

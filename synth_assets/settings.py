@@ -77,15 +77,16 @@ def asset_settings(asset_name: str) -> dict[str, Any]:
     return table
 
 
-def with_settings(config: ConfigT, asset_name: str) -> ConfigT:
+def with_settings(config: ConfigT, asset_name: str, exclude: tuple[str, ...] = ()) -> ConfigT:
     """`config` with each field the launchpad did not set taken from `[asset_name]` in the
     settings file: the launchpad wins for its run, the file for every run (sensor,
     schedule and automation runs included), the field's default where neither says.
 
     Which fields the launchpad set is pydantic's `model_fields_set`: Dagster builds the
     config from the run config's keys only. A key in the file that is not a field of the
-    asset's config, or a value of the wrong type, is a SettingsError naming the file."""
-    table = asset_settings(asset_name)
+    asset's config, or a value of the wrong type, is a SettingsError naming the file.
+    Keys in `exclude` are left to the asset (raw_stack_plus reads its `sources` itself)."""
+    table = {name: value for name, value in asset_settings(asset_name).items() if name not in exclude}
     if not table:
         return config
     fields = type(config).model_fields

@@ -79,28 +79,33 @@ def tick(instance, cursor=None) -> dg.SensorResult:
     return corpus_change_sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
 
 
-def test_corpus_sensor_requests_raw_stack_plus_only_on_change(monkeypatch, corpus):
+def test_corpus_sensor_registers_shards_and_requests_only_changed_ones(monkeypatch, corpus):
     monkeypatch.setenv(CORPUS_PATHS_ENV, str(corpus))
+    shards = dg.AssetKey("corpus_shards")
     with dg.instance_for_test() as instance:
-        # never materialized: the first tick asks for the first ingest
+        # never materialized: the first tick registers the shard and asks for the first ingest
         first = tick(instance)
         assert [r.asset_selection for r in first.run_requests] == [[dg.AssetKey("raw_stack_plus")]]
+        (added,) = first.dynamic_partitions_requests
+        assert added.partitions_def_name == "corpus_shard" and added.partition_keys == ["corpus:tree-0000-of-0001"]
+        instance.add_dynamic_partitions("corpus_shard", added.partition_keys)
 
         instance.report_runless_asset_event(dg.AssetMaterialization("raw_stack_plus"))
-        # materialized before: the first tick only records the fingerprint
+        # materialized before: the first tick only records the fingerprints
         recorded = tick(instance)
-        assert not recorded.run_requests
+        assert not recorded.run_requests and not recorded.dynamic_partitions_requests
         assert "first tick" in recorded.skip_reason.skip_message
         state = json.loads(recorded.cursor)
         assert state["digest"] == corpus_fingerprint([str(corpus)]).digest and state["files"] == 2
+        assert list(state["shards"]) == ["corpus:tree-0000-of-0001"]
 
         unchanged = tick(instance, recorded.cursor)
         assert not unchanged.run_requests and "unchanged" in unchanged.skip_reason.skip_message
 
         (corpus / "pkg" / "new.py").write_text("x = 2\n")
         changed = tick(instance, unchanged.cursor)
-        (request,) = changed.run_requests
-        assert request.asset_selection == [dg.AssetKey("raw_stack_plus")]
+        (request,) = changed.run_requests  # the changed shard, not the whole corpus
+        assert request.asset_selection == [shards] and request.partition_key == "corpus:tree-0000-of-0001"
         assert request.tags["synth_assets/trigger"] == "corpus_change"
         assert json.loads(changed.cursor)["files"] == 3
 
@@ -110,8 +115,16 @@ def test_corpus_sensor_requests_raw_stack_plus_only_on_change(monkeypatch, corpu
         (corpus / "pkg" / "new.py").unlink()
         reverted = tick(instance, changed.cursor)
         (again,) = reverted.run_requests
-        assert again.run_key != request.run_key
+        assert again.run_key != request.run_key and again.partition_key == request.partition_key
         assert json.loads(reverted.cursor)["digest"] == state["digest"]
+
+        # a shard whose files are gone is removed from the partitions, and the corpus re-deduplicated
+        instance.add_dynamic_partitions("corpus_shard", ["gone:tree-0000-of-0001"])
+        removed = tick(instance, json.dumps({**json.loads(reverted.cursor), "digest": "old",
+                                             "shards": {**state["shards"], "gone:tree-0000-of-0001": "x"}}))
+        (deleted,) = removed.dynamic_partitions_requests
+        assert deleted.partition_keys == ["gone:tree-0000-of-0001"]
+        assert [r.asset_selection for r in removed.run_requests] == [[dg.AssetKey("raw_stack_plus")]]
 
 
 def test_corpus_sensor_survives_a_missing_path_and_a_bad_cursor(monkeypatch, tmp_path):
@@ -129,7 +142,7 @@ def test_daily_schedule_materializes_cost_report(warehouse, tmp_path):
         assets=[cost_report],
         jobs=[cost_report_job],
         schedules=[daily_cost_report_schedule],
-        # corpus_change_sensor targets raw_stack_plus, which this code location does not hold
+        # corpus_change_sensor targets corpus_shards and raw_stack_plus, which this code location does not hold
         sensors=[automation_sensor],
         resources={"warehouse": warehouse},
     )

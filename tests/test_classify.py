@@ -105,6 +105,7 @@ def raw_stack_plus_rows(texts: list[str], source: str = "synthetic") -> pl.DataF
                 "n_lines": t.count("\n") + 1,
                 "n_tokens": len(code_tokens(t)),
                 "parses_as_python": True,
+                "shard": f"{source}:part-{int(doc_id(t)[:8], 16) % 3}",  # three corpus shards
             }
             for t in texts
         ]

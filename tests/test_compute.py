@@ -1,6 +1,7 @@
 """The compute engine: in-process by default (no Ray imported), the same results on a real
 local Ray cluster (2 CPUs) with each task writing to the lake itself, a killed worker's
-task retried, and one RPM limit held across processes by the cluster limiter actor."""
+task retried (its LLM calls paid once: the retry gets the dead worker's answers from the
+cache and its journal), and one RPM limit held across processes by the cluster limiter actor."""
 
 from __future__ import annotations
 
@@ -235,3 +236,164 @@ def test_filtered_textbook_on_a_ray_cluster_equals_the_in_process_run(tmp_path, 
     assert tables["ray"][0].drop("quality_score").equals(tables["in-process"][0].drop("quality_score"))
     assert (tables["ray"][0]["quality_score"] - tables["in-process"][0]["quality_score"]).abs().max() < 1e-12
     assert tables["ray"][1]["doc_id"].equals(tables["in-process"][1]["doc_id"])
+
+
+# --------------------------------------------------------------------------- a killed worker pays nothing twice
+
+RETRY_TASKS, RETRY_CALLS, IN_LAKE_BEFORE_KILL = 3, 5, 2  # the dying attempt's 3rd answer is in its journal only
+DYING_TASK = 0
+
+
+def question(task: int, i: int) -> str:
+    return f"task {task} question {i}"
+
+
+def chats_then_dies_once(item: tuple[str, str, str, int | None, int]) -> dict:
+    """One partition's LLM work on a Ray worker: RETRY_CALLS chat calls, one at a time,
+    through the real session (cache, journal, ledger) on the shared lake. The dying task's
+    first attempt gets IN_LAKE_BEFORE_KILL answers committed to the lake, waits until every
+    other task has its session open (so no other session starts after the kill and replays
+    the dead one's journal: only the retry may), then gets one more answer and SIGKILLs its
+    own process after that answer is journaled and before it is committed: a worker lost
+    between an answer arriving and its write to the lake."""
+    import signal
+
+    import dagster as dg
+
+    from resources.compute import TaskContext
+    from resources.llm import ChatRequest, LLMResource
+    from tests.openai_double import TEST_KEY_REF
+
+    base_url, lake_path, markers, dying, task = item
+    marker = Path(markers) / "died"
+    first_attempt = task == dying and not marker.exists()
+    in_lake_before = None
+    if task == dying and not first_attempt:  # the retry: what of this task did the lake hold when it started?
+        in_lake_before = Warehouse(path=lake_path).read_only().query(
+            f"SELECT count(*) AS n FROM llm_cache WHERE request_json LIKE '%task {task} question%'"
+        )["n"][0]
+    llm = LLMResource(base_url=base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini", max_cost_usd=None,
+                      max_concurrency=1)
+    context = TaskContext("run-retried", dg.AssetKey("retried_partition"), f"p{task}")
+    answers = []
+    with llm.session(context, Warehouse(path=lake_path)) as session:
+        (Path(markers) / f"open-{task}-{os.getpid()}").touch()
+        for i in range(RETRY_CALLS):
+            if first_attempt and i == IN_LAKE_BEFORE_KILL:
+                deadline = time.monotonic() + 60
+                while len(list(Path(markers).glob("open-*"))) < RETRY_TASKS:  # this attempt's marker included
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the other tasks never opened their sessions")
+                    time.sleep(0.05)
+                marker.write_text(str(os.getpid()))
+                recorder = session.recorder
+
+                def die_once_journaled() -> bool:
+                    # the ledger row is kept right after the cache row: both are in the journal
+                    if recorder._ledger_rows:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    return True  # nothing taken from the buffer: the rows stay pending
+
+                recorder.flush = die_once_journaled  # the flusher thread and complete() call it
+            (result,) = session.complete([ChatRequest(messages=[{"role": "user", "content": question(task, i)}])])
+            assert result.ok, result.error
+            answers.append(result.text)
+        hits = session.totals.cache_hits
+    return {"task": task, "answers": answers, "pid": os.getpid(), "cache_hits": hits, "in_lake_before": in_lake_before}
+
+
+def test_a_killed_workers_retry_pays_for_no_answer_twice(tmp_path, local_cluster):
+    """Three partitions' LLM work as Ray tasks, all running at once (half a CPU each); one
+    worker is SIGKILLed mid-partition with two answers committed and a third only in its
+    journal. Ray retries the task in a new worker process, whose session replays the dead
+    one's journal and finds all three answers cached: the test server answers every
+    distinct request exactly once, and the ledger holds each paid call once."""
+    from collections import Counter
+
+    from tests.openai_double import OpenAIDouble
+
+    with OpenAIDouble() as server:  # in-process: the same work, nothing killed
+        in_process = str(tmp_path / "lake-in-process")
+        items = [(server.base_url, in_process, str(tmp_path), None, t) for t in range(RETRY_TASKS)]
+        with Compute(ray_address=None).engine() as engine:
+            expected = {r["task"]: r["answers"] for r in engine.map(chats_then_dies_once, items)}
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    lake = str(tmp_path / "lake")
+    compute = local_cluster.model_copy(update={"num_cpus_per_task": 0.5})
+    with OpenAIDouble(latency_s=0.05) as server:
+        items = [(server.base_url, lake, str(markers), DYING_TASK, t) for t in range(RETRY_TASKS)]
+        with compute.engine() as engine:
+            assert engine.workers == 4 and engine.max_task_retries >= 1
+            results = {r["task"]: r for r in engine.map(chats_then_dies_once, items)}
+        asked = Counter(body["messages"][-1]["content"] for body in server.chat_requests)
+        answered = len(server.answered)
+
+    everything = {question(t, i) for t in range(RETRY_TASKS) for i in range(RETRY_CALLS)}
+    assert {t: r["answers"] for t, r in results.items()} == expected
+    assert sorted(expected) == list(range(RETRY_TASKS)) and all(len(a) == RETRY_CALLS for a in expected.values())
+    # the task was killed once, and retried in another worker process
+    died_pid = int((markers / "died").read_text())
+    retried = results[DYING_TASK]
+    assert retried["pid"] != died_pid and died_pid != os.getpid()
+    # the retry started with 2 of its answers in the lake and the 3rd only in the dead
+    # worker's journal, and got all 3 from the cache
+    assert retried["in_lake_before"] == IN_LAKE_BEFORE_KILL
+    assert retried["cache_hits"] == IN_LAKE_BEFORE_KILL + 1
+    assert all(r["cache_hits"] == 0 for t, r in results.items() if t != DYING_TASK)
+    # no request reached the server twice
+    assert set(asked) == everything and max(asked.values()) == 1, asked.most_common(3)
+    assert answered == len(everything)
+    # the ledger: each paid call once (the dead attempt's 3 included), the retry's 3 hits free
+    ledger = Warehouse(path=lake).read_only().query(
+        "SELECT partition, cache_key, cache_hit, status, cost_usd FROM llm_calls WHERE run_id = 'run-retried'"
+    )
+    assert (ledger["status"] == "ok").all()
+    paid = ledger.filter(~pl.col("cache_hit"))
+    assert paid.height == len(everything) and paid["cache_key"].n_unique() == len(everything)
+    assert (paid["cost_usd"] > 0).all()
+    hits = ledger.filter(pl.col("cache_hit"))
+    assert hits.height == IN_LAKE_BEFORE_KILL + 1 and set(hits["partition"]) == {f"p{DYING_TASK}"}
+    assert set(hits["cache_key"]) <= set(paid["cache_key"]) and (hits["cost_usd"] == 0).all()
+    cached = Warehouse(path=lake).read_only().query("SELECT DISTINCT cache_key FROM llm_cache")
+    assert set(cached["cache_key"]) == set(paid["cache_key"])
+
+
+# --------------------------------------------------------------------------- the corpus shards on Ray
+
+
+def test_the_corpus_shards_on_a_ray_cluster_equal_the_in_process_run(tmp_path, local_cluster, monkeypatch):
+    """raw_stack_plus on a tree cut into 4 shards, twice on fresh lakes: in-process, then with
+    RAY_ADDRESS naming the local cluster, where each shard is a Ray task that reads its files
+    and publishes its rows itself. Same stored shards, same deduplicated corpus."""
+    import dagster as dg
+
+    from synth_assets.ingest.raw_stack_plus import raw_stack_plus
+    from tests.test_corpus_shards import settings, write_tree
+
+    tree = tmp_path / "tree"
+    write_tree(tree, 24, copies=4)
+    monkeypatch.setenv("SYNTH_ASSETS_CORPUS_PATHS", str(tree))
+    settings(tmp_path, monkeypatch, files_per_shard=10)
+    tables = {}
+    for mode in ("in-process", "ray"):
+        if mode == "ray":
+            monkeypatch.setenv("RAY_ADDRESS", "local")
+        else:
+            monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        warehouse = Warehouse(path=str(tmp_path / mode))
+        with dg.instance_for_test() as instance:
+            result = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse}, instance=instance)
+            metadata = result.asset_materializations_for_node("raw_stack_plus")[0].metadata
+            assert metadata["compute"].value == mode and metadata["shards_ingested_here"].value == 4
+        reader = warehouse.read_only()
+        tables[mode] = [
+            reader.query("SELECT shard, documents, rejected, fingerprint FROM corpus_shard_manifest ORDER BY shard"),
+            reader.query("SELECT shard, seq, doc_id, origin FROM corpus_documents ORDER BY shard, seq"),
+            reader.query("SELECT doc_id, origin, shard FROM raw_stack_plus ORDER BY doc_id"),
+            reader.query("SELECT doc_id, near_duplicate_of, reason, jaccard FROM dedup_removed ORDER BY doc_id, origin"),
+        ]
+    assert tables["ray"][0].height == 4 and tables["ray"][3].height >= 8
+    for ray_table, local_table in zip(tables["ray"], tables["in-process"]):
+        assert ray_table.equals(local_table)

@@ -196,3 +196,43 @@ def test_the_settings_file_sets_the_cut_for_every_run_and_the_launchpad_wins_for
     meta = one_off.asset_materializations_for_node("filtered_textbook")[0].metadata
     assert meta["cut/rule"].value == "best 50% of tokens"
     assert meta["settings_origin"].value == {"keep_token_share": "launchpad", "batch_size": "settings file"}
+
+
+def test_scores_are_kept_per_shard_so_a_new_document_is_the_only_one_scored(warehouse, tmp_path):
+    from synth_assets.filtering.corpus_scores import corpus_scores
+
+    model = install_model(warehouse, tmp_path, HASHED_NGRAMS)
+    texts = corpus()
+    warehouse.write_table("raw_stack_plus", raw_stack_plus_rows(texts))
+    resources = {"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)}
+
+    def scored_this_run() -> tuple[int, dict]:
+        result = dg.materialize([filtered_textbook], resources=resources)
+        meta = result.asset_materializations_for_node("filtered_textbook")[0].metadata
+        kept = dict(warehouse.query("SELECT doc_id, kept FROM textbook_scores").rows())
+        return meta["documents/scored_this_run"].value, kept
+
+    first, kept = scored_this_run()
+    assert first == len(texts) and len(kept) == len(texts)
+    shards = warehouse.query("SELECT shard, count(*) AS n FROM corpus_scores GROUP BY shard ORDER BY shard").rows()
+    assert len(shards) == 3 and sum(n for _, n in shards) == len(texts)
+
+    again, kept_again = scored_this_run()  # nothing new: only the cut is made again
+    assert again == 0 and kept_again == kept
+
+    late = tutorial_doc(999)
+    warehouse.write_table("raw_stack_plus", raw_stack_plus_rows(texts + [late]))
+    (late_shard,) = raw_stack_plus_rows([late])["shard"].to_list()
+    before = dict(warehouse.query("SELECT doc_id, quality_score FROM corpus_scores").rows())
+    after_late, kept_late = scored_this_run()
+    assert after_late == 1 and len(kept_late) == len(texts) + 1
+    after = dict(warehouse.query("SELECT doc_id, quality_score FROM corpus_scores").rows())
+    assert {k: v for k, v in after.items() if k in before} == before
+
+    # the partitioned asset scores one shard's missing documents (none here) for a backfill
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("corpus_shard", [late_shard])
+        result = dg.materialize([corpus_scores], resources=resources, instance=instance, partition_key=late_shard)
+        meta = result.asset_materializations_for_node("corpus_scores")[0].metadata
+        assert meta["documents_scored"].value == 0 and meta["classifier_version"].value == model.classifier_version
+    assert dict(warehouse.query("SELECT doc_id, quality_score FROM corpus_scores").rows()) == after

@@ -12,7 +12,7 @@ processes and runs read and write at once; nothing needs a Dagster concurrency p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -81,12 +81,22 @@ class Warehouse(dg.ConfigurableResource):
         return self.model_copy(update={"read_only_access": True})
 
     @contextmanager
-    def materialization(self, context: Any = None, name: str | None = None) -> Iterator[StagedLake]:
+    def materialization(
+        self,
+        context: Any = None,
+        name: str | None = None,
+        rows_of: tuple[str, Sequence[str]] | None = None,
+        run_id: str | None = None,
+    ) -> Iterator[StagedLake]:
         """Stage a materialization's writes in its own schema; publish them in one
-        transaction when the block succeeds, keep them unpublished when it fails."""
+        transaction when the block succeeds, keep them unpublished when it fails.
+        `rows_of=(column, keys)`: a partition's materialization, which replaces only the
+        live rows whose `column` is one of `keys` (the other partitions' rows stay)."""
         asset = name or _asset_name(context)
-        run_id = getattr(context, "run_id", None)
+        run_id = run_id or getattr(context, "run_id", None)
         staged = StagedLake(self.location(), stage_name(asset, run_id), retry_timeout_s=self.retry_timeout_s)
+        if rows_of is not None:
+            staged.rows_of = (rows_of[0], tuple(rows_of[1]))
         leftover = staged.create()
         log = getattr(context, "log", None)
         if leftover and log is not None:

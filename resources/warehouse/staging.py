@@ -7,7 +7,9 @@
 
 On success every staged table replaces its live table in ONE DuckLake transaction, so a
 reader sees all of the materialization's tables or none of them, and the staging schema is
-dropped. On failure nothing is published: the live tables stay at the last good snapshot,
+dropped. A partition's materialization (`rows_of=(column, keys)`) replaces only the live rows
+whose `column` is one of its keys, in the same single transaction, so partitions of one table
+are written by many runs at once (DuckLake retries their conflicting commits). On failure nothing is published: the live tables stay at the last good snapshot,
 and the partial rows stay in the staging schema for inspection until the maintenance job
 removes stale staging schemas.
 """
@@ -34,6 +36,8 @@ class StagedLake(Lake):
     """A Lake whose writes go to a staging schema until `publish()`."""
 
     snapshot_id_published: int | None = None
+    # (column, keys): publish replaces only the live rows of these partition keys.
+    rows_of: tuple[str, tuple[str, ...]] | None = None
 
     def create(self) -> list[str]:
         """Create the staging schema, emptying one a failed earlier attempt left behind.
@@ -60,10 +64,7 @@ class StagedLake(Lake):
             # processes commit in between.
             conn.execute(f"CALL ducklake_set_commit_message('{LAKE}', 'synth-assets', ?)", [message])
             for table in staged:
-                conn.execute(
-                    f"CREATE OR REPLACE TABLE {LAKE}.{MAIN}.{quote(table)} AS "
-                    f"SELECT * FROM {LAKE}.{quote(self.schema)}.{quote(table)}"
-                )
+                self._replace_live(conn, table)
                 conn.execute(f"DROP TABLE {LAKE}.{quote(self.schema)}.{quote(table)}")
             conn.execute(f"DROP SCHEMA IF EXISTS {LAKE}.{quote(self.schema)}")
             return len(staged)
@@ -75,3 +76,18 @@ class StagedLake(Lake):
             ).fetchone()
         self.snapshot_id_published = int(snapshot[0])
         return self.snapshot_id_published
+
+    def _replace_live(self, conn: duckdb.DuckDBPyConnection, table: str) -> None:
+        live = f"{LAKE}.{MAIN}.{quote(table)}"
+        staged = f"{LAKE}.{quote(self.schema)}.{quote(table)}"
+        exists = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ? "
+            "AND table_name = ?",
+            [LAKE, MAIN, table],
+        ).fetchone()[0]
+        if self.rows_of is None or not exists:
+            conn.execute(f"CREATE OR REPLACE TABLE {live} AS SELECT * FROM {staged}")
+            return
+        column, keys = self.rows_of
+        conn.execute(f"DELETE FROM {live} WHERE {quote(column)} IN (SELECT unnest(?::VARCHAR[]))", [list(keys)])
+        conn.execute(f"INSERT INTO {live} BY NAME SELECT * FROM {staged}")

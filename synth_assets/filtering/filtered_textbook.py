@@ -2,13 +2,10 @@
 keeps the educational ones (phi-1's "filtered code-language dataset")."""
 
 
-from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
-import polars as pl
 from pydantic import Field
 
 from resources.compute import Compute
@@ -16,7 +13,14 @@ from resources.llm import LLMResource
 from resources.warehouse import Lake, Warehouse
 from synth_assets.automation import on_upstream_change
 from synth_assets.settings import settings_origin, with_settings
-from synth_assets.filtering.quality_classifier import VERSIONS_TABLE, QualityModel, load_model
+from synth_assets.filtering.corpus_scores import (  # noqa: F401  (iter_batches: the streaming reader)
+    CORPUS_SCORES,
+    iter_batches,
+    pending_shards,
+    resolve_classifier,
+    score_shards,
+)
+from synth_assets.filtering.quality_classifier import load_model
 from synth_assets.filtering.features import EMBEDDINGS
 from synth_assets.common.tables import markdown_table, table_result
 
@@ -48,94 +52,29 @@ class FilterConfig(dg.Config):
     )
 
 
-# Scores land here while the corpus streams by; the cut is decided once all are in.
+# The current classifier's scores of the current corpus, gathered for the cut.
 RAW_SCORES_TABLE = "_textbook_raw_scores"
-SCORING_SQL = 'SELECT doc_id, content FROM "raw_stack_plus"'
-# On a Ray cluster the corpus is cut into this many shards per worker CPU, so a slow shard
-# does not hold the others' workers idle at the end.
-SHARDS_PER_WORKER = 4
 
 
-def iter_batches(lake, sql: str, batch_size: int) -> Iterator[pl.DataFrame]:
-    """The rows of `sql` as Arrow record batches of `batch_size` rows, streamed from one
-    scan: memory is bounded by a batch, and no page re-reads (or re-sorts) the table."""
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    with lake.connect() as conn:
-        reader = conn.execute(sql).fetch_record_batch(batch_size)
-        for record_batch in reader:
-            if record_batch.num_rows:
-                yield pl.from_arrow(record_batch)
-
-
-def score_batch(model: QualityModel, batch: pl.DataFrame, session: Any = None) -> pl.DataFrame:
-    """(doc_id, quality_score) for one batch; NULL where the document could not be scored."""
-    scores = model.score(batch["content"].to_list(), session)
-    return pl.DataFrame(
-        {"doc_id": batch["doc_id"], "quality_score": pl.Series(scores, dtype=pl.Float64).fill_nan(None)},
-        schema={"doc_id": pl.String, "quality_score": pl.Float64},
+def score_corpus(
+    warehouse: Warehouse, lake: Lake, classifier: dict[str, Any], batch_size: int, run_id: str | None,
+    compute: Compute, session: Any = None, log=lambda message: None,
+) -> tuple[int, int]:
+    """Score the raw_stack_plus documents that have no score from this classifier yet
+    (per shard: corpus_scores.py), then gather every current document's score into
+    RAW_SCORES_TABLE. Returns (documents scored now, documents with a score)."""
+    version = classifier["classifier_version"]
+    pending = pending_shards(lake, version)
+    log(f"{sum(pending.values())} documents in {len(pending)} shard(s) have no score from {version} yet")
+    scored = score_shards(warehouse, sorted(pending), classifier, batch_size, run_id, compute, session)
+    lake.execute(
+        f"""CREATE OR REPLACE TABLE "{RAW_SCORES_TABLE}" AS
+        SELECT c.doc_id, c.quality_score FROM "{CORPUS_SCORES}" c JOIN raw_stack_plus r USING (shard, doc_id)
+        WHERE c.classifier_version = ?""",
+        [version],
     )
-
-
-RAW_SCORES_SCHEMA = {"doc_id": pl.String, "quality_score": pl.Float64}
-
-
-def score_into(lake, table: str, sql: str, model: QualityModel, batch_size: int, session: Any = None) -> int:
-    """Score the documents `sql` selects into `table` (replaced); returns documents scored."""
-    scored = 0
-    lake.write_table(table, pl.DataFrame(schema=RAW_SCORES_SCHEMA))
-    with lake.appender(table) as append:
-        for batch in iter_batches(lake, sql, batch_size):
-            append(score_batch(model, batch, session))
-            scored += batch.height
-    return scored
-
-
-@dataclass(frozen=True)
-class ScoringShard:
-    """One task of the corpus's scoring on a Ray cluster: which documents (doc_id hash
-    modulo `shards`), where the lake and the run's staging schema are, which model."""
-
-    location: Any  # the lake's LakeLocation
-    schema: str
-    shard: int
-    shards: int
-    artefact_path: str
-    batch_size: int
-
-    @property
-    def table(self) -> str:
-        return f"{RAW_SCORES_TABLE}_{self.shard:05d}"
-
-
-def shard_sql(shard: int, shards: int) -> str:
-    return f"{SCORING_SQL} WHERE hash(doc_id) % {int(shards)} = {int(shard)}"
-
-
-def score_shard(task: ScoringShard) -> int:
-    """A worker's task: read its shard from the lake, score it, write its own table in the
-    run's staging schema (replaced, so a retried task never doubles rows)."""
-    lake = Lake(task.location, task.schema)
-    return score_into(lake, task.table, shard_sql(task.shard, task.shards), load_model(task.artefact_path), task.batch_size)
-
-
-def score_corpus(lake, model: QualityModel, batch_size: int, session: Any = None,
-                 compute: Compute | None = None, artefact_path: str | None = None) -> int:
-    """Score every raw_stack_plus document into RAW_SCORES_TABLE; returns documents scored.
-    In-process by default; with a Ray cluster (`compute`), one task per shard of the
-    corpus (hashed n-gram models: the embedding model's calls stay in this process's
-    session), each writing its own table, then gathered in SQL."""
-    if compute is None or not compute.distributed or session is not None or artefact_path is None:
-        return score_into(lake, RAW_SCORES_TABLE, SCORING_SQL, model, batch_size, session)
-    with compute.engine() as engine:
-        shards = max(1, engine.workers * SHARDS_PER_WORKER)
-        tasks = [ScoringShard(lake.location, lake.schema, i, shards, artefact_path, batch_size) for i in range(shards)]
-        scored = sum(engine.map(score_shard, tasks))
-    gathered = " UNION ALL ".join(f'SELECT * FROM "{task.table}"' for task in tasks)
-    lake.execute(f'CREATE OR REPLACE TABLE "{RAW_SCORES_TABLE}" AS {gathered}')
-    for task in tasks:
-        lake.execute(f'DROP TABLE "{task.table}"')
-    return scored
+    total = int(lake.query(f'SELECT count(*) AS n FROM "{RAW_SCORES_TABLE}"')["n"][0])
+    return scored, total
 
 
 def kept_by_token_share(lake, share: float) -> str:
@@ -195,21 +134,6 @@ def summarise(lake) -> dict[str, Any]:
     return totals
 
 
-def resolve_classifier(warehouse: Warehouse, version: str) -> dict[str, Any]:
-    """The quality_classifier_versions row to use (named, or the newest)."""
-    if not warehouse.table_exists(VERSIONS_TABLE):
-        raise dg.Failure(f"{VERSIONS_TABLE} does not exist: materialize quality_classifier first.")
-    if version:
-        rows = warehouse.query(f"SELECT * FROM {VERSIONS_TABLE} WHERE classifier_version = ?", [version])
-        if rows.height == 0:
-            raise dg.Failure(f"classifier_version {version!r} is not in {VERSIONS_TABLE}.")
-    else:
-        rows = warehouse.query(f"SELECT * FROM {VERSIONS_TABLE} ORDER BY created_at DESC LIMIT 1")
-        if rows.height == 0:
-            raise dg.Failure(f"{VERSIONS_TABLE} is empty: materialize quality_classifier first.")
-    return rows.row(0, named=True)
-
-
 def score_histogram(lake, table: str = SCORES_TABLE, bins: int = 10) -> str:
     """Documents per quality_score bin (equal widths over [0, 1], 1.0 in the last) plus
     unscored rows, counted in SQL."""
@@ -225,12 +149,15 @@ def score_histogram(lake, table: str = SCORES_TABLE, bins: int = 10) -> str:
 
 
 def filter_corpus(
-    lake, model: QualityModel, config: FilterConfig, training_data_hash: str, session: Any = None,
-    compute: Compute | None = None, artefact_path: str | None = None,
+    warehouse: Warehouse, lake: Lake, classifier: dict[str, Any], config: FilterConfig, run_id: str | None = None,
+    compute: Compute | None = None, session: Any = None, log=lambda message: None,
 ) -> dict[str, Any]:
-    """Score every raw_stack_plus row (streamed), decide the cut, write textbook_scores and
+    """Score what is not scored yet, decide the cut, write textbook_scores and
     filtered_textbook. Returns summary counts, the cut and how it was chosen."""
-    if score_corpus(lake, model, config.batch_size, session, compute, artefact_path) == 0:
+    scored, total = score_corpus(
+        warehouse, lake, classifier, config.batch_size, run_id, compute or Compute(ray_address=None), session, log
+    )
+    if total == 0:
         raise dg.Failure("raw_stack_plus is empty: nothing to filter.")
     if config.keep_token_share is not None:
         kept_sql, rule = kept_by_token_share(lake, config.keep_token_share), f"best {config.keep_token_share:.0%} of tokens"
@@ -238,9 +165,9 @@ def filter_corpus(
         threshold = float(config.quality_threshold)
         kept_sql = f'SELECT doc_id FROM "{RAW_SCORES_TABLE}" WHERE quality_score >= {threshold!r}'
         rule = f"quality_score >= {threshold}"
-    decide(lake, kept_sql, model.classifier_version, training_data_hash)
+    decide(lake, kept_sql, classifier["classifier_version"], classifier["training_data_hash"])
     cut = lake.query(f'SELECT min(quality_score) AS cut FROM "{SCORES_TABLE}" WHERE kept')["cut"][0]
-    return {**summarise(lake), "cut": cut, "cut_rule": rule}
+    return {**summarise(lake), "cut": cut, "cut_rule": rule, "scored_now": scored}
 
 
 @dg.asset(
@@ -279,7 +206,7 @@ def filtered_textbook(
         with session_scope as session:
             # Ray when RAY_ADDRESS names a cluster (README "Many machines"), else in-process.
             compute = Compute()
-            totals = filter_corpus(lake, model, config, row["training_data_hash"], session, compute, row["artefact_path"])
+            totals = filter_corpus(warehouse, lake, row, config, context.run_id, compute, session, context.log.info)
             if session is not None:
                 llm_metadata = session.metadata()
     kept, dropped = totals["kept_docs"], totals["dropped_docs"]
@@ -296,6 +223,7 @@ def filtered_textbook(
             "documents/kept": kept,
             "documents/dropped": dropped,
             "documents/unscored": totals["unscored_docs"],
+            "documents/scored_this_run": totals["scored_now"],
             "documents/kept_share": round(kept / (kept + dropped), 4),
             "tokens/kept": totals["kept_tokens"],
             "tokens/dropped": totals["dropped_tokens"],

@@ -5,7 +5,9 @@ DuckLake instead of files:
 
 1. `SignatureWriter`: each batch of ingested documents is signed (`MinHasher`, bigcode
    byte tokens) and appended to `SIGNATURES_TABLE` with one 64-bit key per LSH band
-   (`band_keys`, one BIGINT column per band). Nothing is kept in Python afterwards.
+   (`band_keys`, a BIGINT[] with one key per band). Nothing is kept in Python afterwards.
+   The corpus shards store theirs in `corpus_signatures` with a `shard` column; every
+   later step takes the signatures as a relation (a table or a subquery over the shards).
 2. `candidate_pairs`: per band, one SQL statement groups the band's keys into buckets
    and inserts every pair of documents sharing a bucket into `CANDIDATES_TABLE`.
 3. `verified_edges`: the distinct candidate pairs are joined to both stored signatures
@@ -37,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from resources.warehouse.lake import Lake, quote
+from resources.warehouse.lake import LAKE, Lake, quote
 from synth_assets.common.minhash import (
     EMPTY,
     MinHasher,
@@ -62,8 +64,9 @@ def lsh_shape(params: MinHashParams) -> tuple[int, int]:
     return lsh_bands(min(params.lsh_threshold, params.threshold), params.num_perm)
 
 
-def band_column(band: int) -> str:
-    return f"band_{band:03d}"
+def band_key_sql(band: int) -> str:
+    """The SQL of band `band`'s key (0-based) in a signatures relation."""
+    return f"bands[{band + 1}]"
 
 
 @dataclass
@@ -97,13 +100,16 @@ class NearDedupStats:
 
 class SignatureWriter:
     """Signs batches of document rows (`doc_id`, `n_chars`, `content`) and appends them to
-    `SIGNATURES_TABLE`: doc_id, n_chars, signature (UINTEGER[num_perm]) and one BIGINT
-    band key per LSH band. Documents without shingles are left out (they are never near
+    a signatures table: doc_id, n_chars, signature (UINTEGER[num_perm]) and `bands`, one
+    BIGINT key per LSH band (and `shard` when the writer has one). Documents without shingles are left out (they are never near
     duplicates). Exact copies within a batch are signed once; copies in different
     batches are signed again and collapsed by the SQL steps."""
 
-    def __init__(self, append: Callable[[pa.Table], None], params: MinHashParams, stats: NearDedupStats):
+    def __init__(
+        self, append: Callable[[pa.Table], None], params: MinHashParams, stats: NearDedupStats, shard: str | None = None
+    ):
         self.append = append
+        self.shard = shard
         self.params = params
         self.stats = stats
         self.hasher = MinHasher(params)
@@ -123,44 +129,58 @@ class SignatureWriter:
         keys = band_keys(signatures, self.bands, self.rows)
         num_perm = self.params.num_perm
         offsets = pa.array(np.arange(0, (len(signed) + 1) * num_perm, num_perm, dtype=np.int32))
+        band_offsets = pa.array(np.arange(0, (len(signed) + 1) * self.bands, self.bands, dtype=np.int32))
         columns = {
             "doc_id": pa.array([first_copies[i]["doc_id"] for i in signed], pa.string()),
             "n_chars": pa.array([first_copies[i]["n_chars"] for i in signed], pa.int64()),
             "signature": pa.ListArray.from_arrays(offsets, pa.array(signatures.reshape(-1), pa.uint32())),
+            "bands": pa.ListArray.from_arrays(band_offsets, pa.array(np.ascontiguousarray(keys).reshape(-1), pa.int64())),
         }
-        for band in range(self.bands):
-            columns[band_column(band)] = pa.array(keys[:, band], pa.int64())
+        if self.shard is not None:
+            columns = {"shard": pa.array([self.shard] * len(signed), pa.string()), **columns}
         self.append(pa.table(columns))
         self.stats.signed_documents += len(signed)
 
 
 @contextmanager
-def signature_writer(lake: Lake, params: MinHashParams, stats: NearDedupStats) -> Iterator[SignatureWriter]:
-    """A `SignatureWriter` on a fresh `SIGNATURES_TABLE` in `lake`, committing every
+def signature_writer(
+    lake: Lake,
+    params: MinHashParams,
+    stats: NearDedupStats,
+    table: str = SIGNATURES_TABLE,
+    shard: str | None = None,
+    fresh: bool = True,
+) -> Iterator[SignatureWriter]:
+    """A `SignatureWriter` on a signatures `table` in `lake` (with a `shard` column when
+    `shard` is given; a new table unless `fresh` is False and it exists), committing every
     `SIGNATURE_FLUSH_ROWS` rows (and the rest when the block ends)."""
-    lake.execute(f"DROP TABLE IF EXISTS {quote(SIGNATURES_TABLE)}")
-    bands, _ = lsh_shape(params)
-    band_columns = ", ".join(f"{band_column(b)} BIGINT" for b in range(bands))
+    qualified = f"{LAKE}.{quote(lake.schema)}.{quote(table)}"  # never the live table of the same name
+    if fresh:
+        lake.execute(f"DROP TABLE IF EXISTS {qualified}")
+    shard_column = "shard VARCHAR, " if shard is not None else ""
     lake.execute(
-        f"CREATE TABLE {quote(SIGNATURES_TABLE)} (doc_id VARCHAR, n_chars BIGINT, signature UINTEGER[], {band_columns})"
+        f"CREATE TABLE IF NOT EXISTS {qualified} "
+        f"({shard_column}doc_id VARCHAR, n_chars BIGINT, signature UINTEGER[], bands BIGINT[])"
     )
-    with lake.appender(SIGNATURES_TABLE, flush_rows=SIGNATURE_FLUSH_ROWS) as append:
-        yield SignatureWriter(append, params, stats)
+    with lake.appender(table, flush_rows=SIGNATURE_FLUSH_ROWS) as append:
+        yield SignatureWriter(append, params, stats, shard)
 
 
 # --- 2. candidate pairs, one band at a time ------------------------------------------
 
 
-def candidate_pairs(lake: Lake, params: MinHashParams, stats: NearDedupStats, log=lambda m: None) -> None:
+def candidate_pairs(
+    lake: Lake, params: MinHashParams, stats: NearDedupStats, log=lambda m: None, signatures: str = quote(SIGNATURES_TABLE)
+) -> None:
     """Fill `CANDIDATES_TABLE` (doc_a < doc_b) with the pairs sharing a bucket, band by band."""
     bands, _ = lsh_shape(params)
     lake.execute(f"CREATE OR REPLACE TABLE {quote(CANDIDATES_TABLE)} (band INTEGER, doc_a VARCHAR, doc_b VARCHAR)")
     for band in range(bands):
-        column = band_column(band)
+        column = band_key_sql(band)
         lake.execute(
             f"""
             INSERT INTO {quote(CANDIDATES_TABLE)}
-            WITH bucket AS (SELECT DISTINCT doc_id, {column} AS key FROM {quote(SIGNATURES_TABLE)}),
+            WITH bucket AS (SELECT DISTINCT doc_id, {column} AS key FROM {signatures}),
                  shared AS (SELECT key FROM bucket GROUP BY key HAVING count(*) > 1),
                  member AS (SELECT doc_id, key FROM bucket SEMI JOIN shared USING (key))
             SELECT {band} AS band, a.doc_id AS doc_a, b.doc_id AS doc_b
@@ -192,10 +212,12 @@ def _signature_matrix(column: pa.ChunkedArray | pa.Array, num_perm: int) -> np.n
     return column.flatten().to_numpy().reshape(-1, num_perm)
 
 
-def pair_jaccards(lake: Lake, pairs_sql: str, num_perm: int) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+def pair_jaccards(
+    lake: Lake, pairs_sql: str, num_perm: int, signatures: str = quote(SIGNATURES_TABLE)
+) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
     """Stream (batch, estimated Jaccards) for the distinct pairs `pairs_sql` names (a table
     or a subquery with doc_a, doc_b), `PAIR_BATCH_ROWS` pairs at a time."""
-    sql = _PAIRS_WITH_SIGNATURES.format(pairs=pairs_sql, signatures=quote(SIGNATURES_TABLE))
+    sql = _PAIRS_WITH_SIGNATURES.format(pairs=pairs_sql, signatures=signatures)
     with lake.connect() as conn:
         reader = conn.execute(sql).fetch_record_batch(PAIR_BATCH_ROWS)
         for batch in reader:
@@ -214,9 +236,11 @@ class Edges:
     n_chars: dict[str, int] = field(default_factory=dict)
 
 
-def verified_edges(lake: Lake, params: MinHashParams, stats: NearDedupStats) -> Edges:
+def verified_edges(
+    lake: Lake, params: MinHashParams, stats: NearDedupStats, signatures: str = quote(SIGNATURES_TABLE)
+) -> Edges:
     edges = Edges()
-    for batch, jaccards in pair_jaccards(lake, quote(CANDIDATES_TABLE), params.num_perm):
+    for batch, jaccards in pair_jaccards(lake, quote(CANDIDATES_TABLE), params.num_perm, signatures):
         stats.candidate_pairs += batch.num_rows
         hits = np.flatnonzero(jaccards >= params.threshold)
         if not len(hits):
@@ -284,7 +308,14 @@ def visiting_order(n_chars: dict[str, int]) -> list[str]:
     return sorted(n_chars, key=lambda doc_id: (-n_chars[doc_id], doc_id))
 
 
-def cluster_edges(lake: Lake, edges: Edges, params: MinHashParams, clustering: str, stats: NearDedupStats) -> list[NearDuplicate]:
+def cluster_edges(
+    lake: Lake,
+    edges: Edges,
+    params: MinHashParams,
+    clustering: str,
+    stats: NearDedupStats,
+    signatures: str = quote(SIGNATURES_TABLE),
+) -> list[NearDuplicate]:
     order = visiting_order(edges.n_chars)
     roots = connected_components(order, edges.pairs)
     stats.components = len(set(roots.values()))
@@ -301,7 +332,7 @@ def cluster_edges(lake: Lake, edges: Edges, params: MinHashParams, clustering: s
     found: dict[str, NearDuplicate] = {}
     with lake.connect() as conn:
         conn.register("_survivor_pairs", pairs)
-        sql = _PAIRS_WITH_SIGNATURES.format(pairs="_survivor_pairs", signatures=quote(SIGNATURES_TABLE))
+        sql = _PAIRS_WITH_SIGNATURES.format(pairs="_survivor_pairs", signatures=signatures)
         for batch in conn.execute(sql).fetch_record_batch(PAIR_BATCH_ROWS):
             left = _signature_matrix(batch.column("signature_a"), params.num_perm)
             right = _signature_matrix(batch.column("signature_b"), params.num_perm)
@@ -318,19 +349,20 @@ def find_near_duplicates(
     stats: NearDedupStats,
     clustering: str = "greedy",
     log: Callable[[str], None] = lambda message: None,
+    signatures: str = quote(SIGNATURES_TABLE),
 ) -> list[NearDuplicate]:
-    """Steps 2-4 over the signatures a `signature_writer` stored in `lake`; drops the
-    candidates table afterwards (the signatures stay until the caller drops them)."""
+    """Steps 2-4 over the `signatures` relation (default: the table a `signature_writer`
+    stored in `lake`); drops the candidates table afterwards (the signatures stay)."""
     if clustering not in CLUSTERINGS:
         raise ValueError(f"unknown near-dedup clustering {clustering!r}; expected one of {', '.join(CLUSTERINGS)}")
     started = time.perf_counter()
-    candidate_pairs(lake, params, stats, log)
+    candidate_pairs(lake, params, stats, log, signatures)
     stats.seconds["candidates"] = time.perf_counter() - started
     started = time.perf_counter()
-    edges = verified_edges(lake, params, stats)
+    edges = verified_edges(lake, params, stats, signatures)
     stats.seconds["jaccard_check"] = time.perf_counter() - started
     started = time.perf_counter()
-    removed = cluster_edges(lake, edges, params, clustering, stats)
+    removed = cluster_edges(lake, edges, params, clustering, stats, signatures)
     stats.seconds["clusters"] = time.perf_counter() - started
     log(
         f"near dedup: {stats.candidate_pairs} distinct candidate pairs, {stats.verified_pairs} at Jaccard >= "

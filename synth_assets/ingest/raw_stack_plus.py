@@ -1,199 +1,66 @@
-"""`raw_stack_plus`: the code corpus every later stage draws from, read from the
-configured sources, normalised, and exact- and near-deduplicated."""
+"""`raw_stack_plus`: the code corpus every later stage draws from: every shard of the
+configured sources, exact- and near-deduplicated across shards.
 
+The shards are read and signed per shard (synth_assets/ingest/corpus.py, the `corpus_shards`
+partitions); this asset deduplicates across all of them in SQL: exact copies by doc_id,
+then MinHash LSH over the stored signatures (synth_assets/ingest/near_dedup.py).
+"""
 
-import ast
-import os
+import json
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dagster as dg
 import polars as pl
-import pydantic
-from pydantic import Field
 
+from resources.compute import Compute
 from resources.warehouse import Warehouse
-from synth_assets.settings import SettingsError, asset_settings, settings_path
-from synth_assets.ingest.dedup import NearDedupParams, NearDuplicate, content_hash, normalise_content
-from synth_assets.ingest.near_dedup import (
-    CANDIDATES_TABLE,
-    CLUSTERINGS,
-    SIGNATURES_TABLE,
-    NearDedupStats,
-    find_near_duplicates,
-    signature_writer,
-)
-from synth_assets.ingest.sources import (
-    DEFAULT_EXCLUDE_DIRS,
-    DEFAULT_MAX_BYTES,
-    SOURCE_KINDS,
-    RawDocument,
-    Reject,
-    SourceNotFound,
-    read_source,
-    require_path,
-    stdlib_path,
-)
+from resources.warehouse.lake import Lake, quote
+from synth_assets.automation import on_new_shards
 from synth_assets.common.tables import counts_markdown, markdown_table, table_result
-from synth_assets.common.tokens import approximate_token_count
+from synth_assets.ingest.corpus import (  # noqa: F401  (the corpus's config is raw_stack_plus's)
+    CORPUS_DOCS,
+    CORPUS_MANIFEST,
+    CORPUS_PATHS_ENV,
+    CORPUS_REJECTS,
+    CORPUS_SIGNATURES,
+    DOC_SCHEMA,
+    SHARD_FIELDS,
+    RawStackPlusConfig,
+    ShardSummary,
+    SourceSpec,
+    create_corpus_tables,
+    default_sources,
+    document_row,
+    ingest_shard,
+    lasting_config,
+    lasting_sources,
+    materialize_shards,
+    parses_as_python,
+    source_for_path,
+    stale_shards,
+    stored_shards,
+)
+from synth_assets.ingest.dedup import NearDuplicate
+from synth_assets.ingest.near_dedup import CLUSTERINGS, NearDedupStats, find_near_duplicates
+from synth_assets.ingest.corpus_shards import (
+    CORPUS_SHARDS_KEY,
+    register_shards,
+    registered_shards,
+    shard_materialization,
+)
+from synth_assets.ingest.shards import Shard, ShardError, plan_shards
+from synth_assets.ingest.sources import SOURCE_KINDS, SourceNotFound, require_path
+from synth_assets.settings import SettingsError
 
 RAW_TABLE = "raw_stack_plus"
 REMOVED_TABLE = "dedup_removed"
 REJECTS_TABLE = "ingest_rejects"
-STAGING_DOCS = "_staging_raw_stack_plus"
-STAGING_REJECTS = "_staging_ingest_rejects"
+CURRENT_SHARDS = "_corpus_shards_current"
 STAGING_NEAR = "_staging_near_duplicates"
-
-DOC_SCHEMA = {
-    "seq": pl.Int64,
-    "doc_id": pl.Utf8,
-    "source": pl.Utf8,
-    "origin": pl.Utf8,
-    "repo": pl.Utf8,
-    "license": pl.Utf8,
-    "content": pl.Utf8,
-    "n_chars": pl.Int64,
-    "n_lines": pl.Int64,
-    "n_tokens": pl.Int64,
-    "parses_as_python": pl.Boolean,
-}
-REJECT_SCHEMA = {"source": pl.Utf8, "origin": pl.Utf8, "reason": pl.Utf8, "detail": pl.Utf8}
 NEAR_SCHEMA = {"doc_id": pl.Utf8, "near_duplicate_of": pl.Utf8, "jaccard": pl.Float64}
-
-
-class SourceSpec(dg.Config):
-    """One input of the corpus."""
-
-    kind: str = Field(description=f"One of {', '.join(SOURCE_KINDS)}.")
-    path: str = Field(
-        description="python_tree: a directory of .py files; the_stack: a Parquet/JSONL file or a directory "
-        "of them (bigcode/the-stack-dedup schema); stackoverflow: Posts.xml, Parquet/JSONL of its rows, or a "
-        "directory of them."
-    )
-    name: str | None = Field(default=None, description="Value of the `source` column (default: the kind).")
-    repo: str | None = Field(default=None, description="python_tree only: the `repo` column for its files.")
-    license: str | None = Field(default=None, description="python_tree only: the `license` column for its files.")
-
-
-CORPUS_PATHS_ENV = "SYNTH_ASSETS_CORPUS_PATHS"
-
-
-def source_for_path(path: str) -> SourceSpec:
-    """The source kind a bare path implies: a folder of .py files, a StackOverflow dump
-    (a file named Posts.*), or The Stack's Parquet/JSONL shards."""
-    name = os.path.basename(os.path.normpath(path)) or path
-    if os.path.isdir(path):
-        return SourceSpec(kind="python_tree", path=path, name=name)
-    if name.lower().startswith("posts"):
-        return SourceSpec(kind="stackoverflow", path=path, name="stackoverflow")
-    return SourceSpec(kind="the_stack", path=path, name=name)
-
-
-def lasting_sources() -> tuple[list[SourceSpec], str]:
-    """The corpus every run without launchpad sources reads (the corpus sensor watches the
-    same), and where that choice comes from: the paths in env SYNTH_ASSETS_CORPUS_PATHS
-    (os.pathsep-separated), else `sources` under [raw_stack_plus] in the project settings
-    file (synth_assets/settings.py), else the running interpreter's standard library
-    (~600 files, ~11 MB)."""
-    configured = [p.strip() for p in os.environ.get(CORPUS_PATHS_ENV, "").split(os.pathsep) if p.strip()]
-    if configured:
-        return [source_for_path(path) for path in configured], f"env {CORPUS_PATHS_ENV}"
-    entries = asset_settings("raw_stack_plus").get("sources")
-    if entries:
-        try:
-            return [SourceSpec(**entry) for entry in entries], f"settings file {settings_path()}"
-        except (TypeError, pydantic.ValidationError) as exc:
-            raise SettingsError(f"[raw_stack_plus] sources in {settings_path()}: {exc}") from exc
-    stdlib = SourceSpec(kind="python_tree", path=stdlib_path(), name="stdlib", repo="python/cpython", license="PSF-2.0")
-    return [stdlib], "default (the standard library)"
-
-
-def default_sources() -> list[SourceSpec]:
-    """The lasting corpus (`lasting_sources()` without where it came from)."""
-    return lasting_sources()[0]
-
-
-class RawStackPlusConfig(dg.Config):
-    sources: list[SourceSpec] = Field(
-        default=[],
-        description="One-off override of the sources to read, in order, for this run only. Empty: the lasting "
-        "corpus, which sensor and automation runs read too: env SYNTH_ASSETS_CORPUS_PATHS, else [raw_stack_plus] "
-        "sources in synth_assets.toml, else the running interpreter's standard library.",
-    )
-    exclude_dirs: list[str] = Field(
-        default=list(DEFAULT_EXCLUDE_DIRS), description="Directory names skipped in python_tree sources."
-    )
-    # The Stack v1 dropped files over 1 MB.
-    max_file_bytes: int = Field(default=DEFAULT_MAX_BYTES, description="Larger files/rows are rejected as `oversize`.")
-    # bigcode near-deduplication defaults (5-gram shingles, 256 permutations, Jaccard 0.7).
-    ngram_size: int = Field(default=NearDedupParams.ngram_size, description="Tokens per MinHash shingle.")
-    num_perm: int = Field(default=NearDedupParams.num_perm, description="MinHash permutations.")
-    jaccard_threshold: float = Field(
-        default=NearDedupParams.threshold, description="Estimated Jaccard at or above which documents are near duplicates."
-    )
-    minhash_seed: int = Field(default=NearDedupParams.seed, description="Seed of the MinHash permutations.")
-    lsh_candidate_threshold: float = Field(
-        default=NearDedupParams.lsh_threshold,
-        description="Jaccard the LSH banding is tuned for when proposing candidates (each is then checked "
-        "against jaccard_threshold); lower finds more of the pairs just above the threshold.",
-    )
-    near_dedup_clustering: str = Field(
-        default="greedy",
-        description="Which documents of a cluster of verified near duplicates are dropped. greedy (bigcode's rule, "
-        "the default): longest first, a document is dropped when one already kept is at or above "
-        "jaccard_threshold; components (datatrove's rule): every connected component keeps only its longest "
-        "document, so chains of near duplicates collapse too.",
-    )
-    batch_docs: int = Field(default=512, description="Documents per staging write (bounds memory).")
-    batch_bytes: int = Field(default=32_000_000, description="Content bytes per staging write (bounds memory).")
-
-    def near_params(self) -> NearDedupParams:
-        return NearDedupParams(
-            self.ngram_size, self.num_perm, self.jaccard_threshold, self.minhash_seed, self.lsh_candidate_threshold
-        )
-
-    def resolved_sources(self) -> list[SourceSpec]:
-        return self.sources_and_origin()[0]
-
-    def sources_and_origin(self) -> tuple[list[SourceSpec], str]:
-        """The sources this run reads and where they come from (launchpad or lasting)."""
-        if self.sources:
-            return list(self.sources), "launchpad (this run only)"
-        return lasting_sources()
-
-
-# --- plain functions -----------------------------------------------------------------
-
-
-def parses_as_python(text: str) -> bool:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # invalid escape sequences etc. are still valid code
-        try:
-            ast.parse(text)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return False
-    return True
-
-
-def document_row(doc: RawDocument, seq: int) -> dict:
-    """The normalised row of one document; `doc_id` is the hash of the stored content."""
-    content = normalise_content(doc.content)
-    return {
-        "seq": seq,
-        "doc_id": content_hash(content),
-        "source": doc.source,
-        "origin": doc.origin,
-        "repo": doc.repo,
-        "license": doc.license,
-        "content": content,
-        "n_chars": len(content),
-        "n_lines": content.count("\n"),
-        "n_tokens": approximate_token_count(content),
-        "parses_as_python": parses_as_python(content),
-    }
 
 
 @dataclass
@@ -203,6 +70,8 @@ class IngestSummary:
     exact_duplicates: int = 0
     near_duplicates: int = 0
     kept: int = 0
+    shards: int = 0
+    shards_ingested: int = 0
     rejects_by_reason: Counter = field(default_factory=Counter)
     skipped_by_reason: Counter = field(default_factory=Counter)
     by_source: dict[str, Counter] = field(default_factory=dict)
@@ -210,17 +79,21 @@ class IngestSummary:
     near_dedup: NearDedupStats = field(default_factory=NearDedupStats)
 
 
-def stage_sources(
-    warehouse: Warehouse,
-    config: RawStackPlusConfig,
-    log: Callable[[str], None] = lambda message: None,
-) -> IngestSummary:
-    """Read every source in batches into the staging tables: the document rows, the
-    rejects, and each document's MinHash signature with its LSH band keys (stored as each
-    batch is signed, never kept in memory). Raises SourceNotFound / ValueError for a bad
-    configuration."""
-    specs = config.resolved_sources()
-    for spec in specs:  # fail on configuration before any table is touched
+@dataclass
+class CorpusPlan:
+    """The shards a run deduplicates, which of them it (re-)ingests, and whether they are
+    the lasting corpus (stored and published as `corpus_shards` partitions) or a one-off
+    (launchpad sources or signing parameters, staged for this run only)."""
+
+    shards: list[Shard]
+    to_ingest: list[Shard]
+    lasting: bool
+    origin: str
+
+
+def validate(config: RawStackPlusConfig, specs: list[SourceSpec]) -> None:
+    """Fail on configuration before any table is touched."""
+    for spec in specs:
         if spec.kind not in SOURCE_KINDS:
             raise ValueError(f"unknown source kind {spec.kind!r} for {spec.path}; expected one of {', '.join(SOURCE_KINDS)}")
         require_path(spec.path)
@@ -228,96 +101,125 @@ def stage_sources(
         raise ValueError(
             f"unknown near_dedup_clustering {config.near_dedup_clustering!r}; expected one of {', '.join(CLUSTERINGS)}"
         )
-    for table in (STAGING_DOCS, STAGING_REJECTS, STAGING_NEAR, SIGNATURES_TABLE, CANDIDATES_TABLE):
-        warehouse.execute(f'DROP TABLE IF EXISTS "{table}"')
-    warehouse.write_table(STAGING_DOCS, pl.DataFrame(schema=DOC_SCHEMA))
-    warehouse.write_table(STAGING_REJECTS, pl.DataFrame(schema=REJECT_SCHEMA))
 
+
+def plan_corpus(lake: Lake, config: RawStackPlusConfig, known_keys: list[str] = ()) -> CorpusPlan:
+    """Which shards this run reads. The lasting corpus reuses every stored shard whose
+    files and signing parameters are unchanged; a one-off run ingests all of its own.
+    `known_keys` (registered partitions) keep a tree's chunk count stable."""
+    specs, origin = config.sources_and_origin()
+    validate(config, specs)
+    lasting_values = lasting_config()
+    lasting = not config.sources and all(getattr(config, f) == getattr(lasting_values, f) for f in SHARD_FIELDS)
+    known = [*known_keys, *stored_shards(lake)] if lasting else []
+    shards = plan_shards(specs, config.files_per_shard, config.exclude_dirs, known)
+    to_ingest = stale_shards(lake, shards, config) if lasting else list(shards)
+    return CorpusPlan(shards, to_ingest, lasting, origin)
+
+
+def _shard_relation(table: str) -> str:
+    return f"(SELECT * FROM {quote(table)} SEMI JOIN {quote(CURRENT_SHARDS)} USING (shard))"
+
+
+def ingest(
+    warehouse: Warehouse,
+    config: RawStackPlusConfig,
+    log: Callable[[str], None] = lambda message: None,
+    lake: Lake | None = None,
+    run_id: str | None = None,
+    compute: Compute | None = None,
+    on_shard: Callable[[ShardSummary], None] = lambda summary: None,
+    plan: CorpusPlan | None = None,
+) -> IngestSummary:
+    """Bring the shards up to date, deduplicate across them, and write `raw_stack_plus`,
+    `dedup_removed` and `ingest_rejects` into `lake` (default: the live tables). Returns the
+    counts. `on_shard` hears of every shard published on the way."""
+    lake = lake or warehouse.lake()
     summary = IngestSummary()
-    with signature_writer(warehouse, config.near_params(), summary.near_dedup) as signatures:
-        _read_sources(warehouse, config, specs, summary, signatures.add, log)
+    plan = plan or plan_corpus(lake, config)
+    if not plan.lasting and lake.schema == "main":
+        raise ValueError("a one-off corpus is staged in a materialization's schema, never in the live tables")
+    summary.shards, summary.shards_ingested = len(plan.shards), len(plan.to_ingest)
+    started = time.perf_counter()
+    if plan.lasting:
+        log(f"{len(plan.to_ingest)} of {len(plan.shards)} shards are new or changed: ingesting them")
+        for shard_summary in materialize_shards(warehouse, plan.to_ingest, config, run_id, compute):
+            on_shard(shard_summary)
+    else:
+        log(f"one-off corpus ({plan.origin}): ingesting its {len(plan.shards)} shards for this run only")
+        create_corpus_tables(lake)
+        for shard in plan.shards:
+            ingest_shard(lake, shard, config, run_id)
+    summary.seconds["read_and_sign"] = time.perf_counter() - started
+
+    lake.write_table(CURRENT_SHARDS, pl.DataFrame({"shard": [s.key for s in plan.shards]}, schema={"shard": pl.Utf8}))
+    _count_shards(lake, summary)
+    started = time.perf_counter()
+    near = find_near_duplicates(
+        lake, config.near_params(), summary.near_dedup, config.near_dedup_clustering, log,
+        signatures=_shard_relation(CORPUS_SIGNATURES),
+    )
+    summary.seconds["near_dedup"] = time.perf_counter() - started
+    started = time.perf_counter()
+    finalise_tables(lake, near)
+    summary.seconds["write"] = time.perf_counter() - started
+    dropped = [CURRENT_SHARDS, STAGING_NEAR] + ([] if plan.lasting else [CORPUS_DOCS, CORPUS_REJECTS, CORPUS_SIGNATURES, CORPUS_MANIFEST])
+    for table in dropped:
+        if lake.resolve(table) == lake.schema:
+            lake.execute(f"DROP TABLE {quote(table)}")
+
+    removed = dict(lake.query(f'SELECT reason, count(*) AS n FROM "{REMOVED_TABLE}" GROUP BY reason').rows())
+    summary.exact_duplicates = int(removed.get("exact_duplicate", 0))
+    summary.near_duplicates = int(removed.get("near_duplicate", 0))
+    for source, n in lake.query(f'SELECT source, count(*) AS n FROM "{RAW_TABLE}" GROUP BY source').rows():
+        summary.by_source.setdefault(source, Counter())["kept"] = int(n)
+        summary.kept += int(n)
     return summary
 
 
-def _read_sources(
-    warehouse: Warehouse,
-    config: RawStackPlusConfig,
-    specs: list[SourceSpec],
-    summary: IngestSummary,
-    sign: Callable[[list[dict]], None],
-    log: Callable[[str], None],
-) -> None:
-    """Stage document and reject rows in batches; each staged batch of documents is signed."""
-    rows: list[dict] = []
-    rejects: list[dict] = []
-    batch_chars = 0
-
-    def flush() -> None:
-        nonlocal rows, rejects, batch_chars
-        if rows:
-            warehouse.append_table(STAGING_DOCS, pl.DataFrame(rows, schema=DOC_SCHEMA))
-            sign(rows)
-        if rejects:
-            warehouse.append_table(STAGING_REJECTS, pl.DataFrame(rejects, schema=REJECT_SCHEMA))
-        rows, rejects, batch_chars = [], [], 0
-
-    for spec in specs:
-        source = spec.name or spec.kind
-        per_source = summary.by_source.setdefault(source, Counter())
-        log(f"reading {spec.kind} source {source!r} from {spec.path}")
-        records = read_source(
-            spec.kind,
-            spec.path,
-            source,
-            max_bytes=config.max_file_bytes,
-            exclude_dirs=config.exclude_dirs,
-            repo=spec.repo,
-            license=spec.license,
-            skipped=summary.skipped_by_reason,
-        )
-        for record in records:
-            if isinstance(record, Reject):
-                rejects.append(
-                    {"source": record.source, "origin": record.origin, "reason": record.reason, "detail": record.detail}
-                )
-                summary.rejected += 1
-                summary.rejects_by_reason[record.reason] += 1
-                per_source["rejected"] += 1
-            else:
-                row = document_row(record, summary.documents_read)
-                rows.append(row)
-                batch_chars += row["n_chars"]
-                summary.documents_read += 1
-                per_source["documents"] += 1
-            if len(rows) >= config.batch_docs or batch_chars >= config.batch_bytes or len(rejects) >= config.batch_docs:
-                flush()
-    flush()
+def _count_shards(lake: Lake, summary: IngestSummary) -> None:
+    """Documents, rejects and skips of the current shards, from their stored rows."""
+    for source, documents, rejected, skipped in lake.query(
+        f"SELECT source, sum(documents), sum(rejected), list(skipped) FROM {_shard_relation(CORPUS_MANIFEST)} GROUP BY source"
+    ).rows():
+        counts = summary.by_source.setdefault(source, Counter())
+        counts["documents"] += int(documents or 0)
+        counts["rejected"] += int(rejected or 0)
+        summary.documents_read += int(documents or 0)
+        summary.rejected += int(rejected or 0)
+        for item in skipped or []:
+            summary.skipped_by_reason.update(json.loads(item or "{}"))
+    for reason, n in lake.query(
+        f"SELECT reason, count(*) FROM {_shard_relation(CORPUS_REJECTS)} GROUP BY reason"
+    ).rows():
+        summary.rejects_by_reason[reason] += int(n)
 
 
-def finalise_tables(warehouse: Warehouse, near: list[NearDuplicate]) -> None:
-    """Build the three output tables from staging in SQL (CREATE OR REPLACE), then
-    drop the staging tables. Exact copies: the smallest (source, origin) is kept."""
-    warehouse.write_table(
+def finalise_tables(lake: Lake, near: list[NearDuplicate]) -> None:
+    """Build the three output tables from the current shards' rows in SQL (CREATE OR
+    REPLACE). Exact copies: the smallest (source, origin) is kept."""
+    lake.write_table(
         STAGING_NEAR,
         pl.DataFrame(
             [{"doc_id": n.doc_id, "near_duplicate_of": n.near_duplicate_of, "jaccard": n.jaccard} for n in near],
             schema=NEAR_SCHEMA,
         ),
     )
-    with warehouse.connect() as conn:
+    docs = _shard_relation(CORPUS_DOCS)
+    with lake.connect() as conn:
         # The copy ranks without the content (~100 B a document), so only the final
-        # statement streams the content from the staged Parquet.
+        # statement streams the content from the stored Parquet.
         conn.execute(f"""
             CREATE OR REPLACE TEMP TABLE ranked AS
-            SELECT seq, doc_id, source, origin,
-                   row_number() OVER (PARTITION BY doc_id ORDER BY source, origin, seq) AS copy_rank
-            FROM "{STAGING_DOCS}"
+            SELECT shard, seq, doc_id, source, origin,
+                   row_number() OVER (PARTITION BY doc_id ORDER BY source, origin, shard, seq) AS copy_rank
+            FROM {docs}
         """)
         conn.execute(f"""
             CREATE OR REPLACE TABLE "{RAW_TABLE}" AS
             SELECT d.doc_id, d.source, d.origin, d.repo, d.license, d.content, d.n_chars, d.n_lines, d.n_tokens,
-                   d.parses_as_python
-            FROM "{STAGING_DOCS}" d SEMI JOIN ranked r ON r.seq = d.seq AND r.copy_rank = 1
+                   d.parses_as_python, d.shard
+            FROM {docs} d SEMI JOIN ranked r ON r.shard = d.shard AND r.seq = d.seq AND r.copy_rank = 1
             WHERE d.doc_id NOT IN (SELECT doc_id FROM "{STAGING_NEAR}")
             ORDER BY d.doc_id
         """)
@@ -343,39 +245,9 @@ def finalise_tables(warehouse: Warehouse, near: list[NearDuplicate]) -> None:
         """)
         conn.execute(f"""
             CREATE OR REPLACE TABLE "{REJECTS_TABLE}" AS
-            SELECT source, origin, reason, detail FROM "{STAGING_REJECTS}" ORDER BY source, origin, reason
+            SELECT source, origin, reason, detail FROM {_shard_relation(CORPUS_REJECTS)}
+            ORDER BY source, origin, reason
         """)
-        for table in (STAGING_DOCS, STAGING_REJECTS, STAGING_NEAR, SIGNATURES_TABLE):
-            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
-
-
-def ingest(
-    warehouse: Warehouse,
-    config: RawStackPlusConfig,
-    log: Callable[[str], None] = lambda message: None,
-) -> IngestSummary:
-    """Read, stage, deduplicate and write `raw_stack_plus`, `dedup_removed` and
-    `ingest_rejects`. Returns the counts."""
-    started = time.perf_counter()
-    summary = stage_sources(warehouse, config, log)
-    summary.seconds["read_and_sign"] = time.perf_counter() - started
-    started = time.perf_counter()
-    near = find_near_duplicates(warehouse, config.near_params(), summary.near_dedup, config.near_dedup_clustering, log)
-    summary.seconds["near_dedup"] = time.perf_counter() - started
-    started = time.perf_counter()
-    finalise_tables(warehouse, near)
-    summary.seconds["write"] = time.perf_counter() - started
-    counts = warehouse.query(
-        f'SELECT reason, count(*) AS n FROM "{REMOVED_TABLE}" GROUP BY reason'
-    ).rows()
-    removed = dict(counts)
-    summary.exact_duplicates = int(removed.get("exact_duplicate", 0))
-    summary.near_duplicates = int(removed.get("near_duplicate", 0))
-    kept = warehouse.query(f'SELECT source, count(*) AS n FROM "{RAW_TABLE}" GROUP BY source').rows()
-    for source, n in kept:
-        summary.by_source.setdefault(source, Counter())["kept"] = int(n)
-    summary.kept = sum(int(n) for _, n in kept)
-    return summary
 
 
 def summary_metadata(summary: IngestSummary, config: RawStackPlusConfig) -> dict:
@@ -388,6 +260,8 @@ def summary_metadata(summary: IngestSummary, config: RawStackPlusConfig) -> dict
         "exact_duplicates": summary.exact_duplicates,
         "near_duplicates": summary.near_duplicates,
         "kept": summary.kept,
+        "shards": summary.shards,
+        "shards_ingested_here": summary.shards_ingested,
         "by_source": dg.MetadataValue.md(markdown_table(by_source_rows, ["source", "documents", "rejected", "kept"])),
         "rejects_by_reason": dg.MetadataValue.md(counts_markdown(dict(summary.rejects_by_reason))),
         "dedup_params": dg.MetadataValue.json(
@@ -424,7 +298,9 @@ def summary_metadata(summary: IngestSummary, config: RawStackPlusConfig) -> dict
     group_name="ingest",
     kinds={"duckdb", "python"},
     owners=["team:synth-assets"],
-    code_version="1",
+    code_version="2",
+    deps=[dg.AssetDep(CORPUS_SHARDS_KEY)],
+    automation_condition=on_new_shards(),
 )
 def raw_stack_plus(context: dg.AssetExecutionContext, config: RawStackPlusConfig, warehouse: Warehouse):
     """The deduplicated code corpus (one row per distinct document).
@@ -437,6 +313,14 @@ def raw_stack_plus(context: dg.AssetExecutionContext, config: RawStackPlusConfig
     standard library (~600 files, without tests, site-packages, idlelib and
     lib2to3). `sources` in the launchpad overrides them for one run only; the
     `sources_from` metadata says which applied.
+
+    The corpus is a set of shards (`corpus_shards` partitions: a file of The Stack, a
+    StackOverflow dump, a fixed chunk of a tree); each is read and signed once and
+    stored, and this asset ingests only the shards that are new or whose files changed
+    (in-process, or as Ray tasks with RAY_ADDRESS set), registers them as partitions, and
+    deduplicates across all of them. `shards` and `shards_ingested_here` are in the
+    metadata. Launchpad sources, or signing parameters other than the lasting ones, are a
+    one-off: their shards are staged for this run only and never replace stored ones.
 
     Content is normalised (LF line ends, no trailing spaces, one final newline) and
     `doc_id` is the sha256 of it. Exact copies are collapsed (the smallest
@@ -452,13 +336,22 @@ def raw_stack_plus(context: dg.AssetExecutionContext, config: RawStackPlusConfig
     `ingest_rejects` with its reason. `n_tokens` is approximate: regex word and
     punctuation tokens, not a BPE count.
     """
+    config = lasting_config(config)
     with warehouse.materialization(context) as lake:
         try:
-            summary = ingest(lake, config, context.log.info)
+            plan = plan_corpus(lake, config, registered_shards(context.instance))
+            if plan.lasting:
+                register_shards(context.instance, [s.key for s in plan.shards])
+            compute = Compute()  # Ray when RAY_ADDRESS names a cluster, else in-process
+            summary = ingest(
+                warehouse, config, context.log.info, lake, context.run_id, compute,
+                on_shard=lambda shard: context.instance.report_runless_asset_event(shard_materialization(shard, context.run_id)),
+                plan=plan,
+            )
         except SourceNotFound as exc:
             _, origin = config.sources_and_origin()
             raise dg.Failure(description=f"raw_stack_plus: {exc}. Fix the sources ({origin}).") from exc
-        except SettingsError as exc:
+        except (SettingsError, ShardError) as exc:
             raise dg.Failure(description=f"raw_stack_plus: {exc}") from exc
         except ValueError as exc:
             if "unknown source kind" not in str(exc) and "unknown near_dedup_clustering" not in str(exc):
@@ -467,4 +360,5 @@ def raw_stack_plus(context: dg.AssetExecutionContext, config: RawStackPlusConfig
         metadata = summary_metadata(summary, config)
         metadata["dedup_removed_rows"] = summary.exact_duplicates + summary.near_duplicates
         metadata["ingest_rejects_rows"] = summary.rejected
+        metadata["compute"] = "ray" if compute.distributed and plan.lasting else "in-process"
     return table_result(warehouse, RAW_TABLE, metadata, snapshot_id=lake.snapshot_id_published)
