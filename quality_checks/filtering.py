@@ -23,7 +23,7 @@ from quality_checks.rules import (
     quality_floors_check,
     unique_non_null_rules,
 )
-from synth_assets.filtering import annotated_sample, filtered_textbook, quality_classifier
+from synth_assets.filtering import annotated_sample, corpus_scores, filtered_textbook, quality_classifier
 
 # Without a `beats_baseline` column these metrics_json keys are tried in order
 # (quality_classifier.train records the verdict under this key as well).
@@ -198,6 +198,41 @@ def filtered_textbook_checks(b: QualityBounds) -> list[CheckSpec]:
     ]
 
 
+def corpus_scores_checks(b: QualityBounds) -> list[CheckSpec]:
+    versions_table = quality_classifier.VERSIONS_TABLE
+    return [
+        integrity_check(
+            asset=asset_name(corpus_scores.corpus_scores),
+            table=corpus_scores.CORPUS_SCORES,
+            description="One score per (shard, doc_id, classifier_version), each within [0, 1] or NULL (the "
+            f"document could not be embedded), from a classifier in {versions_table}.",
+            id_column="doc_id",
+            rules=(
+                SqlRowRule(
+                    "shard_doc_version_unique",
+                    "SELECT shard, doc_id, classifier_version, count(*) AS copies FROM {table} GROUP BY ALL "
+                    "HAVING count(*) > 1",
+                ),
+                SqlRowRule(
+                    "ids_not_null",
+                    "SELECT * FROM {table} WHERE shard IS NULL OR doc_id IS NULL OR classifier_version IS NULL",
+                ),
+                SqlRowRule("score_in_unit_range", "SELECT * FROM {table} WHERE quality_score NOT BETWEEN 0 AND 1"),
+                SqlRowRule(
+                    "classifier_version_known",
+                    f"SELECT classifier_version, count(*) AS documents FROM {{table}} ANTI JOIN {versions_table} "
+                    "USING (classifier_version) GROUP BY classifier_version",
+                ),
+            ),
+        )
+    ]
+
+
 def check_specs(b: QualityBounds) -> list[CheckSpec]:
     """The filtering group's checks, in DAG order."""
-    return [*annotated_sample_checks(b), *quality_classifier_checks(b), *filtered_textbook_checks(b)]
+    return [
+        *annotated_sample_checks(b),
+        *quality_classifier_checks(b),
+        *corpus_scores_checks(b),
+        *filtered_textbook_checks(b),
+    ]

@@ -20,7 +20,7 @@ from quality_checks.rules import (
     sql_list,
     unique_non_null_rules,
 )
-from synth_assets.ingest import dedup, raw_stack_plus, sources
+from synth_assets.ingest import corpus, corpus_shards, dedup, raw_stack_plus, sources
 
 # raw_stack_plus.default_sources() names the standard-library source "stdlib"; the
 # ingest modules keep that name inline, so it is listed here next to the reader kinds.
@@ -173,6 +173,45 @@ def dedup_removed_checks(b: QualityBounds) -> list[CheckSpec]:
     ]
 
 
+def corpus_shards_checks(b: QualityBounds) -> list[CheckSpec]:
+    """The stored shards agree with their manifest: what raw_stack_plus deduplicates is
+    exactly what each shard's run wrote, nothing missing, nothing orphaned."""
+    docs, rejects, signatures = corpus.CORPUS_DOCS, corpus.CORPUS_REJECTS, corpus.CORPUS_SIGNATURES
+    return [
+        integrity_check(
+            asset=asset_name(corpus_shards.corpus_shards),
+            table=corpus.CORPUS_MANIFEST,
+            description=f"One manifest row per shard; each shard's rows in {docs} and {rejects} number what its "
+            f"manifest says; every stored row belongs to a shard in the manifest; one signature per "
+            f"(shard, doc_id) in {signatures}.",
+            id_column="shard",
+            rules=(
+                *unique_non_null_rules("shard"),
+                SqlRowRule(
+                    "documents_match_manifest",
+                    f"SELECT m.shard, m.documents, count(d.seq) AS stored FROM {{table}} m LEFT JOIN {docs} d "
+                    "USING (shard) GROUP BY m.shard, m.documents HAVING m.documents <> count(d.seq)",
+                ),
+                SqlRowRule(
+                    "rejects_match_manifest",
+                    f"SELECT m.shard, m.rejected, count(r.shard) AS stored FROM {{table}} m LEFT JOIN {rejects} r "
+                    "USING (shard) GROUP BY m.shard, m.rejected HAVING m.rejected <> count(r.shard)",
+                ),
+                SqlRowRule(
+                    "rows_have_a_manifest",
+                    f"SELECT shard, count(*) AS rows FROM (SELECT shard FROM {docs} UNION ALL SELECT shard FROM "
+                    f"{signatures}) ANTI JOIN {{table}} USING (shard) GROUP BY shard",
+                ),
+                SqlRowRule(
+                    "one_signature_per_document",
+                    f"SELECT shard, doc_id, count(*) AS copies FROM {signatures} GROUP BY shard, doc_id "
+                    "HAVING count(*) > 1",
+                ),
+            ),
+        )
+    ]
+
+
 def check_specs(b: QualityBounds) -> list[CheckSpec]:
     """The ingest group's checks, in DAG order."""
-    return [*raw_stack_plus_checks(b), *dedup_removed_checks(b)]
+    return [*corpus_shards_checks(b), *raw_stack_plus_checks(b), *dedup_removed_checks(b)]

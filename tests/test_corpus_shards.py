@@ -9,6 +9,7 @@ import json
 import dagster as dg
 import pytest
 
+from quality_checks.checks import all_check_specs, evaluate_spec
 from synth_assets.ingest.corpus import CORPUS_MANIFEST
 from synth_assets.ingest.corpus_sensor import corpus_change_sensor
 from synth_assets.ingest.corpus_shards import corpus_shards
@@ -105,6 +106,14 @@ def test_a_changed_shard_reruns_alone_then_the_global_dedup(tree, tmp_path, ware
         assert metadata["shards_ingested_here"].value == 0
         assert warehouse.query("SELECT count(*) AS n FROM raw_stack_plus")["n"][0] == kept + 1
         assert manifest(warehouse) == after_shard
+
+    # the checks hold on the stored shards, and see a lost row
+    specs = {spec.name: spec for spec in all_check_specs()}
+    for name in ("corpus_shard_manifest_integrity", "raw_stack_plus_integrity", "dedup_removed_integrity"):
+        assert evaluate_spec(warehouse, specs[name]).passed, name
+    warehouse.execute("DELETE FROM corpus_documents WHERE shard = ? AND seq = 0", [request.partition_key])
+    broken = evaluate_spec(warehouse, specs["corpus_shard_manifest_integrity"])
+    assert not broken.passed
 
 
 def test_a_backfill_run_ingests_many_shards_and_a_missing_shard_fails_clearly(tree, tmp_path, warehouse, monkeypatch):

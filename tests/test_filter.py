@@ -236,3 +236,10 @@ def test_scores_are_kept_per_shard_so_a_new_document_is_the_only_one_scored(ware
         meta = result.asset_materializations_for_node("corpus_scores")[0].metadata
         assert meta["documents_scored"].value == 0 and meta["classifier_version"].value == model.classifier_version
     assert dict(warehouse.query("SELECT doc_id, quality_score FROM corpus_scores").rows()) == after
+
+    from quality_checks.checks import all_check_specs, evaluate_spec
+
+    (spec,) = [s for s in all_check_specs() if s.name == "corpus_scores_integrity"]
+    assert evaluate_spec(warehouse, spec).passed
+    warehouse.execute("UPDATE corpus_scores SET quality_score = 1.5 WHERE doc_id = ?", [next(iter(after))])
+    assert not evaluate_spec(warehouse, spec).passed

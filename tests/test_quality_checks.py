@@ -123,6 +123,22 @@ def report_rows(exercise_ids, verdicts, reasons, **scores) -> pl.DataFrame:
     )
 
 
+def write_good_shards(warehouse, docs: pl.DataFrame) -> None:
+    """One stored corpus shard holding the good raw_stack_plus documents, and their scores."""
+    n = docs.height
+    warehouse.write_table("corpus_documents", docs.select("doc_id", "source", "origin", "content").with_columns(
+        shard=pl.lit("s:0"), seq=pl.int_range(n, dtype=pl.Int64)))
+    warehouse.write_table("corpus_rejects", pl.DataFrame(
+        {"shard": ["s:0"], "source": ["the_stack"], "origin": ["empty.py"], "reason": ["empty"], "detail": ["0 bytes"]}))
+    warehouse.write_table("corpus_signatures", pl.DataFrame(
+        {"shard": ["s:0"] * n, "doc_id": docs["doc_id"], "n_chars": [10] * n}))
+    warehouse.write_table("corpus_shard_manifest", pl.DataFrame(
+        {"shard": ["s:0"], "source": ["the_stack"], "fingerprint": ["f"], "documents": [n], "rejected": [1]}))
+    warehouse.write_table("corpus_scores", pl.DataFrame(
+        {"shard": ["s:0"] * n, "doc_id": docs["doc_id"], "classifier_version": ["clf-aaaa1111"] * n,
+         "quality_score": [0.1, 0.9, None][:n] + [0.5] * max(0, n - 3)}))
+
+
 def write_good_graph(warehouse) -> None:
     docs = raw_docs()
     warehouse.write_table("raw_stack_plus", docs)
@@ -141,6 +157,7 @@ def write_good_graph(warehouse) -> None:
             }
         ),
     )
+    write_good_shards(warehouse, docs)
     warehouse.write_table(
         "annotated_sample",
         pl.DataFrame(
