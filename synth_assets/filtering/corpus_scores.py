@@ -30,6 +30,7 @@ from synth_assets.ingest.corpus_shards import SHARDS_PER_RUN
 from synth_assets.ingest.shards import corpus_shard_partitions
 
 CORPUS_SCORES = "corpus_scores"
+CORPUS_SCORES_KEY = dg.AssetKey("corpus_scores")
 NEW_SCORES = "_corpus_scores_new"
 SCORES_SCHEMA = {"shard": pl.String, "doc_id": pl.String, "classifier_version": pl.String, "quality_score": pl.Float64}
 RAW_SCORES_SCHEMA = {"doc_id": pl.String, "quality_score": pl.Float64}
@@ -146,6 +147,21 @@ def score_shards(
         return sum(score_shard(task, session) for task in tasks)
     with compute.engine() as engine:
         return sum(engine.map(score_shard, tasks))
+
+
+def report_scored_shards(instance: dg.DagsterInstance, shards: list[str], classifier_version: str, run_id: str) -> None:
+    """Record the shards filtered_textbook scored itself as runless `corpus_scores`
+    materializations (registered shards only: a one-off corpus's shards are not partitions)."""
+    registered = set(instance.get_dynamic_partitions(corpus_shard_partitions.name))
+    for shard in shards:
+        if shard in registered:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(
+                    asset_key=CORPUS_SCORES_KEY,
+                    partition=shard,
+                    metadata={"classifier_version": classifier_version, "scored_by": f"filtered_textbook run {run_id}"},
+                )
+            )
 
 
 def resolve_classifier(warehouse: Warehouse | Lake, version: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from synth_assets.filtering.corpus_scores import (  # noqa: F401  (iter_batches:
     CORPUS_SCORES,
     iter_batches,
     pending_shards,
+    report_scored_shards,
     resolve_classifier,
     score_shards,
 )
@@ -58,7 +59,7 @@ RAW_SCORES_TABLE = "_textbook_raw_scores"
 
 def score_corpus(
     warehouse: Warehouse, lake: Lake, classifier: dict[str, Any], batch_size: int, run_id: str | None,
-    compute: Compute, session: Any = None, log=lambda message: None,
+    compute: Compute, session: Any = None, log=lambda message: None, instance: dg.DagsterInstance | None = None,
 ) -> tuple[int, int]:
     """Score the raw_stack_plus documents that have no score from this classifier yet
     (per shard: corpus_scores.py), then gather every current document's score into
@@ -67,6 +68,8 @@ def score_corpus(
     pending = pending_shards(lake, version)
     log(f"{sum(pending.values())} documents in {len(pending)} shard(s) have no score from {version} yet")
     scored = score_shards(warehouse, sorted(pending), classifier, batch_size, run_id, compute, session)
+    if instance is not None:
+        report_scored_shards(instance, sorted(pending), version, run_id)
     lake.execute(
         f"""CREATE OR REPLACE TABLE "{RAW_SCORES_TABLE}" AS
         SELECT c.doc_id, c.quality_score FROM "{CORPUS_SCORES}" c JOIN raw_stack_plus r USING (shard, doc_id)
@@ -151,11 +154,13 @@ def score_histogram(lake, table: str = SCORES_TABLE, bins: int = 10) -> str:
 def filter_corpus(
     warehouse: Warehouse, lake: Lake, classifier: dict[str, Any], config: FilterConfig, run_id: str | None = None,
     compute: Compute | None = None, session: Any = None, log=lambda message: None,
+    instance: dg.DagsterInstance | None = None,
 ) -> dict[str, Any]:
     """Score what is not scored yet, decide the cut, write textbook_scores and
     filtered_textbook. Returns summary counts, the cut and how it was chosen."""
     scored, total = score_corpus(
-        warehouse, lake, classifier, config.batch_size, run_id, compute or Compute(ray_address=None), session, log
+        warehouse, lake, classifier, config.batch_size, run_id, compute or Compute(ray_address=None), session, log,
+        instance,
     )
     if total == 0:
         raise dg.Failure("raw_stack_plus is empty: nothing to filter.")
@@ -206,7 +211,9 @@ def filtered_textbook(
         with session_scope as session:
             # Ray when RAY_ADDRESS names a cluster (README "Many machines"), else in-process.
             compute = Compute()
-            totals = filter_corpus(warehouse, lake, row, config, context.run_id, compute, session, context.log.info)
+            totals = filter_corpus(
+                warehouse, lake, row, config, context.run_id, compute, session, context.log.info, context.instance
+            )
             if session is not None:
                 llm_metadata = session.metadata()
     kept, dropped = totals["kept_docs"], totals["dropped_docs"]

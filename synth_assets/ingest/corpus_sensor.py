@@ -125,7 +125,7 @@ def corpus_change_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
         context.log.warning(f"corpus path does not exist: {path}")
     registered = set(context.instance.get_dynamic_partitions(corpus_shard_partitions.name))
     config = lasting_config()
-    shards = plan_shards(default_sources(), config.files_per_shard, config.exclude_dirs, registered)
+    shards = plan_shards(default_sources(), config.files_per_shard, config.exclude_dirs, registered, keep_paths=False)
     digests = _shard_digests(shards)
     partition_requests = []
     added = [key for key in digests if key not in registered]

@@ -38,8 +38,8 @@ from synth_assets.ingest.sources import (
     read_stackoverflow,
     read_the_stack,
     require_path,
+    Reject,
     table_files,
-    walk_reject,
 )
 
 corpus_shard_partitions = dg.DynamicPartitionsDefinition(name="corpus_shard")
@@ -69,6 +69,10 @@ class Shard:
     license: str | None = None
     fingerprint: str = ""
     files: int = 0
+    # python_tree: the chunk's files (listed once when the shards are planned, so reading a
+    # chunk never walks the whole tree again) and the directories that could not be listed
+    paths: tuple[str, ...] = ()
+    unlisted: tuple[tuple[str, str], ...] = ()
 
 
 def shard_key(source: str, member: str) -> str:
@@ -115,25 +119,40 @@ def source_shards(
     files_per_shard: int = DEFAULT_FILES_PER_SHARD,
     exclude_dirs: Iterable[str] = DEFAULT_EXCLUDE_DIRS,
     known_keys: Iterable[str] = (),
+    keep_paths: bool = True,
 ) -> list[Shard]:
-    """The shards of one source (a `SourceSpec`), with their fingerprints. A missing path
-    has no shards (the caller reports it)."""
+    """The shards of one source (a `SourceSpec`), with their fingerprints (and, with
+    `keep_paths`, a tree chunk's file list). A missing path has no shards (the caller
+    reports it)."""
     name = spec.name or spec.kind
     root = Path(spec.path)
     if not os.path.lexists(root):
         return []
     common = {"source": name, "kind": spec.kind, "root": str(spec.path), "repo": spec.repo, "license": spec.license}
     if spec.kind == "python_tree":
-        files = [str(p) for p in iter_python_files(root, exclude_dirs)]
+        errors: list[OSError] = []
+        files = [str(p) for p in iter_python_files(root, exclude_dirs, errors)]
         chunks = registered_chunks(name, known_keys) or max(1, math.ceil(len(files) / max(1, files_per_shard)))
-        members: dict[int, list[str]] = defaultdict(list)
+        lines: dict[int, list[str]] = defaultdict(list)
+        paths: dict[int, list[str]] = defaultdict(list)
+        unlisted: dict[int, list[tuple[str, str]]] = defaultdict(list)
+        counts: Counter = Counter()
         base = str(root) if root.is_dir() else str(root.parent)
         for path in files:
             relative = os.path.relpath(path, base)
-            members[tree_chunk(relative, chunks)].append(_stat_line(relative, path))
+            chunk = tree_chunk(relative, chunks)
+            lines[chunk].append(_stat_line(relative, path))
+            counts[chunk] += 1
+            if keep_paths:
+                paths[chunk].append(path)
+        for error in errors:  # a directory that cannot be listed is reported once, by its chunk
+            chunk = tree_chunk(os.path.relpath(str(error.filename), base), chunks)
+            unlisted[chunk].append((str(error.filename), f"{type(error).__name__}: {error.strerror}"))
+            lines[chunk].append(f"{error.filename}\tunlisted\n")
         return [
             Shard(shard_key(name, tree_member(chunk, chunks)), **common, chunk=chunk, chunks=chunks,
-                  fingerprint=_digest(members.get(chunk, [])), files=len(members.get(chunk, [])))
+                  fingerprint=_digest(lines.get(chunk, [])), files=counts[chunk],
+                  paths=tuple(paths.get(chunk, ())), unlisted=tuple(unlisted.get(chunk, ())))
             for chunk in range(chunks)
         ]
     if spec.kind == "the_stack":
@@ -156,9 +175,11 @@ def plan_shards(
     files_per_shard: int = DEFAULT_FILES_PER_SHARD,
     exclude_dirs: Iterable[str] = DEFAULT_EXCLUDE_DIRS,
     known_keys: Iterable[str] = (),
+    keep_paths: bool = True,
 ) -> list[Shard]:
     """Every shard of the corpus `specs`, in source order. Raises ShardError when two
-    sources share a name (their shard keys would collide)."""
+    sources share a name (their shard keys would collide). `keep_paths=False` (the sensor)
+    keeps only the fingerprints, not every tree file's path."""
     names = Counter(spec.name or spec.kind for spec in specs)
     clashing = sorted(name for name, n in names.items() if n > 1)
     if clashing:
@@ -166,7 +187,7 @@ def plan_shards(
     known = list(known_keys)
     shards: list[Shard] = []
     for spec in specs:
-        shards.extend(source_shards(spec, files_per_shard, exclude_dirs, known))
+        shards.extend(source_shards(spec, files_per_shard, exclude_dirs, known, keep_paths))
     return shards
 
 
@@ -185,16 +206,19 @@ def read_shard(
 
 
 def _read_tree_chunk(shard: Shard, max_bytes: int, exclude_dirs: Iterable[str]) -> Iterator[Record]:
-    root = require_path(shard.root)
-    base = str(root) if root.is_dir() else str(root.parent)
-    errors: list[OSError] = []
-    for path in iter_python_files(root, exclude_dirs, errors):
-        if tree_chunk(os.path.relpath(path, base), shard.chunks) == shard.chunk:
-            yield read_python_file(path, shard.source, max_bytes, shard.repo, shard.license)
-    for error in errors:  # a directory that cannot be listed is reported once, by its chunk
-        relative = os.path.relpath(str(error.filename), base)
-        if tree_chunk(relative, shard.chunks) == shard.chunk:
-            yield walk_reject(error, shard.source)
+    """The chunk's files, from the list made when the shards were planned (or, for a shard
+    planned without paths, from a walk of the tree)."""
+    paths: Iterable[str] = shard.paths
+    errors: list[tuple[str, str]] = list(shard.unlisted)
+    if not paths and shard.files:
+        root = require_path(shard.root)
+        base = str(root) if root.is_dir() else str(root.parent)
+        paths = (str(p) for p in iter_python_files(root, exclude_dirs)
+                 if tree_chunk(os.path.relpath(p, base), shard.chunks) == shard.chunk)
+    for path in paths:
+        yield read_python_file(Path(path), shard.source, max_bytes, shard.repo, shard.license)
+    for filename, detail in errors:
+        yield Reject(shard.source, filename, "unreadable", f"directory not listed: {detail}")
 
 
 def find_shard(key: str, shards: Sequence[Shard]) -> Shard:

@@ -166,13 +166,13 @@ def read_python_tree(
     walk_errors: list[OSError] = []
     for path in iter_python_files(require_path(root), exclude_dirs, walk_errors):
         while walk_errors:
-            yield walk_reject(walk_errors.pop(0), source)
+            yield _walk_reject(walk_errors.pop(0), source)
         yield read_python_file(path, source, max_bytes, repo, license)
     for error in walk_errors:
-        yield walk_reject(error, source)
+        yield _walk_reject(error, source)
 
 
-def walk_reject(error: OSError, source: str) -> Reject:
+def _walk_reject(error: OSError, source: str) -> Reject:
     return Reject(source, str(error.filename), "unreadable", f"directory not listed: {type(error).__name__}: {error.strerror}")
 
 
