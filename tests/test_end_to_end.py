@@ -107,10 +107,9 @@ def test_whole_graph_on_the_bundled_model(tmp_path, monkeypatch, stdlib_corpus):
     materializations = {e.asset_key.to_user_string(): e.materialization for e in result.get_asset_materialization_events()}
     assert set(materializations) == {key.to_user_string() for key in job_keys}
     shards = instance.get_dynamic_partitions("corpus_shard")
-    assert shards and all(
-        instance.get_latest_materialization_event(dg.AssetKey(asset), partition) is not None
-        for asset in ("corpus_shards", "corpus_scores") for partition in shards
-    )
+    assert shards
+    for asset in ("corpus_shards", "corpus_scores"):  # reported by raw_stack_plus and filtered_textbook
+        assert instance.get_materialized_partitions(dg.AssetKey(asset)) == set(shards), asset
     evaluations = result.get_asset_check_evaluations()
     assert len(evaluations) == len(job_checks)
     failed_blocking = [e.check_name for e in evaluations if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]

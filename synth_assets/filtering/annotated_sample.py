@@ -10,7 +10,9 @@ import dagster as dg
 import polars as pl
 from pydantic import BaseModel, Field
 
+from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource, StructuredResult, estimate_tokens
+from resources.llm.batches import DEFAULT_BATCH_SIZE, complete_json_in_batches, engine_name
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
 from synth_assets.settings import settings_origin, with_settings
@@ -85,6 +87,12 @@ class AnnotateConfig(dg.Config):
         description="Completion budget per grading: the JSON score plus a one-sentence rationale.",
     )
     temperature: float = Field(default=0.0, description="Sampling temperature of the grader (0 = greedy, reproducible).")
+    batch_size: int = Field(
+        default=DEFAULT_BATCH_SIZE,
+        ge=1,
+        description="Gradings per Ray task when RAY_ADDRESS names a cluster (each task is one LLM session on a "
+        "worker; the cache, ledger, budget and RPM/TPM limits are shared). Ignored in-process.",
+    )
     label_threshold: int | None = Field(
         default=None,
         description="educational_score >= label_threshold is a positive (keep) label for the classifier. "
@@ -348,7 +356,10 @@ def annotated_sample(
 
     A grading that failed (malformed JSON after one retry, endpoint error, budget) is kept
     with `status`/`error`/`raw_response` and NULL score and label; the classifier skips it.
-    Metadata: score histogram, label balance, and the LLM cost block.
+    With RAY_ADDRESS naming a Ray cluster, the gradings run as batches of `batch_size` on
+    its workers (`resources/llm/batches.py`): same cache, ledger, budget and rate limits.
+    Metadata: score histogram, label balance, where it ran (`compute`), and the LLM cost
+    block (the whole materialization's calls, the workers' included).
     """
     settings_from = settings_origin(config, "annotated_sample")  # before the merge: what the launchpad set
     config = with_settings(config, "annotated_sample")
@@ -365,7 +376,11 @@ def annotated_sample(
             requests = grading_requests(sample, config, max_chars)
             prompt_tokens = round(sum(estimate_tokens(r.messages) for r in requests) / len(requests))
             session.log_estimate(len(requests), prompt_tokens, config.max_tokens)
-            results = session.complete_json(requests, schema=Grade)
+            # on a Ray cluster (RAY_ADDRESS) the gradings run as batches on the workers; the
+            # session's totals then come from the ledger rows of this run and asset
+            compute = Compute()
+            compute_used = engine_name(session, compute)
+            results = complete_json_in_batches(session, requests, Grade, compute, config.batch_size)
             threshold = resolve_label_threshold(config.label_threshold, session.endpoint.is_local)
             annotations = annotation_rows(sample, results, threshold, max_chars, session.model)
             lake.write_table("annotated_sample", annotations)
@@ -377,6 +392,7 @@ def annotated_sample(
         "annotated_sample",
         {
             "prompt_version": PROMPT_VERSION,
+            "compute": compute_used,
             "settings_origin": dg.MetadataValue.json(settings_from),
             "sample/label_threshold": threshold,
             "sample/documents": annotations.height,
