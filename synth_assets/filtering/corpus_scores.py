@@ -31,7 +31,6 @@ from synth_assets.ingest.shards import corpus_shard_partitions
 
 CORPUS_SCORES = "corpus_scores"
 CORPUS_SCORES_KEY = dg.AssetKey("corpus_scores")
-NEW_SCORES = "_corpus_scores_new"
 SCORES_SCHEMA = {"shard": pl.String, "doc_id": pl.String, "classifier_version": pl.String, "quality_score": pl.Float64}
 RAW_SCORES_SCHEMA = {"doc_id": pl.String, "quality_score": pl.Float64}
 
@@ -59,17 +58,6 @@ def score_batch(model: QualityModel, batch: pl.DataFrame, session: Any = None) -
         {"doc_id": batch["doc_id"], "quality_score": pl.Series(scores, dtype=pl.Float64).fill_nan(None)},
         schema=RAW_SCORES_SCHEMA,
     )
-
-
-def score_into(lake: Lake, table: str, sql: str, model: QualityModel, batch_size: int, session: Any = None) -> int:
-    """Score the documents `sql` selects into `table` (replaced); returns documents scored."""
-    scored = 0
-    lake.write_table(table, pl.DataFrame(schema=RAW_SCORES_SCHEMA))
-    with lake.appender(table) as append:
-        for batch in iter_batches(lake, sql, batch_size):
-            append(score_batch(model, batch, session))
-            scored += batch.height
-    return scored
 
 
 def pending_shards(lake: Lake, classifier_version: str) -> dict[str, int]:
@@ -118,11 +106,17 @@ def score_shard(task: ShardScoring, session: Any = None) -> int:
             f"AND doc_id NOT IN (SELECT doc_id FROM {quote(CORPUS_SCORES)})"
         )
         model = load_model(task.artefact_path)
-        scored = score_into(lake, NEW_SCORES, unscored, model, task.batch_size, session)
-        lake.execute(
-            f"INSERT INTO {quote(CORPUS_SCORES)} SELECT {shard}, doc_id, {version}, quality_score FROM {quote(NEW_SCORES)}"
-        )
-        lake.execute(f"DROP TABLE {quote(NEW_SCORES)}")
+        scored = 0
+        # appended straight to the staged table (few catalog commits: they serialise
+        # across workers); the reader's snapshot does not see the rows appended meanwhile
+        with lake.appender(CORPUS_SCORES) as append:
+            for batch in iter_batches(lake, unscored, task.batch_size):
+                scores = score_batch(model, batch, session)
+                append(scores.select(
+                    pl.lit(task.shard).alias("shard"), "doc_id",
+                    pl.lit(task.classifier_version).alias("classifier_version"), "quality_score",
+                ))
+                scored += batch.height
     return scored
 
 
