@@ -168,3 +168,25 @@ def test_the_duplicates_found_do_not_depend_on_the_sharding(tree, tmp_path, ware
     assert {reason for _, _, reason in removed} == {"exact_duplicate", "near_duplicate"}
     assert len([r for r in removed if r[2] == "exact_duplicate"]) == 4
     assert len(manifest(warehouse)) == 8  # the one-off never replaced the stored shards
+
+
+def test_a_source_taken_out_of_the_corpus_has_its_stored_shards_pruned(tree, tmp_path, warehouse, monkeypatch):
+    import os
+
+    from tests.fixtures_corpus import make_stack_jsonl
+
+    stack = make_stack_jsonl(tmp_path / "stack.jsonl")
+    monkeypatch.setenv(CORPUS_PATHS_ENV, os.pathsep.join([str(tree), str(stack)]))
+    settings(tmp_path, monkeypatch, files_per_shard=1000)
+    dg.materialize([raw_stack_plus], resources={"warehouse": warehouse})
+    assert set(manifest(warehouse)) == {"tree:tree-0000-of-0001", "stack.jsonl:stack.jsonl"}
+    assert "stack.jsonl" in set(warehouse.query("SELECT DISTINCT source FROM raw_stack_plus")["source"])
+
+    monkeypatch.setenv(CORPUS_PATHS_ENV, str(tree))
+    result = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse})
+    metadata = result.asset_materializations_for_node("raw_stack_plus")[0].metadata
+    assert metadata["shards_pruned"].value == 1 and metadata["shards_ingested_here"].value == 0
+    assert set(manifest(warehouse)) == {"tree:tree-0000-of-0001"}
+    for table in ("corpus_documents", "corpus_rejects", "corpus_signatures"):
+        assert set(warehouse.query(f"SELECT DISTINCT shard FROM {table}")["shard"]) <= {"tree:tree-0000-of-0001"}
+    assert set(warehouse.query("SELECT DISTINCT source FROM raw_stack_plus")["source"]) == {"tree"}

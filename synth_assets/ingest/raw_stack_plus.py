@@ -72,6 +72,7 @@ class IngestSummary:
     kept: int = 0
     shards: int = 0
     shards_ingested: int = 0
+    shards_pruned: int = 0
     rejects_by_reason: Counter = field(default_factory=Counter)
     skipped_by_reason: Counter = field(default_factory=Counter)
     by_source: dict[str, Counter] = field(default_factory=dict)
@@ -145,6 +146,7 @@ def ingest(
         log(f"{len(plan.to_ingest)} of {len(plan.shards)} shards are new or changed: ingesting them")
         for shard_summary in materialize_shards(warehouse, plan.to_ingest, config, run_id, compute):
             on_shard(shard_summary)
+        summary.shards_pruned = prune_shards(warehouse, [s.key for s in plan.shards])
     else:
         log(f"one-off corpus ({plan.origin}): ingesting its {len(plan.shards)} shards for this run only")
         create_corpus_tables(lake)
@@ -175,6 +177,25 @@ def ingest(
         summary.by_source.setdefault(source, Counter())["kept"] = int(n)
         summary.kept += int(n)
     return summary
+
+
+def prune_shards(warehouse: Warehouse, keep: list[str]) -> int:
+    """Delete the stored rows of shards that are no longer in the corpus (a source taken
+    out of the settings, a Stack file deleted), in one transaction; returns how many."""
+    if not warehouse.table_exists(CORPUS_MANIFEST):
+        return 0
+    gone = warehouse.query(
+        f"SELECT shard FROM {quote(CORPUS_MANIFEST)} WHERE shard NOT IN (SELECT unnest(?::VARCHAR[]))", [keep]
+    )["shard"].to_list()
+    if not gone:
+        return 0
+
+    def delete(conn) -> None:
+        for table in (CORPUS_DOCS, CORPUS_REJECTS, CORPUS_SIGNATURES, CORPUS_MANIFEST):
+            conn.execute(f"DELETE FROM {quote(table)} WHERE shard IN (SELECT unnest(?::VARCHAR[]))", [gone])
+
+    warehouse.transaction(delete)
+    return len(gone)
 
 
 def _count_shards(lake: Lake, summary: IngestSummary) -> None:
@@ -262,6 +283,7 @@ def summary_metadata(summary: IngestSummary, config: RawStackPlusConfig) -> dict
         "kept": summary.kept,
         "shards": summary.shards,
         "shards_ingested_here": summary.shards_ingested,
+        "shards_pruned": summary.shards_pruned,
         "by_source": dg.MetadataValue.md(markdown_table(by_source_rows, ["source", "documents", "rejected", "kept"])),
         "rejects_by_reason": dg.MetadataValue.md(counts_markdown(dict(summary.rejects_by_reason))),
         "dedup_params": dg.MetadataValue.json(
