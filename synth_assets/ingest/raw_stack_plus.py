@@ -242,7 +242,10 @@ def finalise_tables(lake: Lake, near: list[NearDuplicate]) -> None:
                    d.parses_as_python, d.shard
             FROM {docs} d SEMI JOIN ranked r ON r.shard = d.shard AND r.seq = d.seq AND r.copy_rank = 1
             WHERE d.doc_id NOT IN (SELECT doc_id FROM "{STAGING_NEAR}")
-            ORDER BY d.doc_id
+            -- by shard first: each data file / row group then holds few shards, so a
+            -- per-shard read (corpus_scores) skips the others by their min/max statistics
+            -- instead of scanning the whole corpus's content once per shard
+            ORDER BY d.shard, d.doc_id
         """)
         conn.execute(f"""
             CREATE OR REPLACE TABLE "{REMOVED_TABLE}" AS
