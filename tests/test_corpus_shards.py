@@ -162,7 +162,10 @@ def test_the_duplicates_found_do_not_depend_on_the_sharding(tree, tmp_path, ware
 
     one_shard = dg.RunConfig(ops={"raw_stack_plus": {"config": {"files_per_shard": 1000}}})  # a one-off
     result = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse}, run_config=one_shard)
-    assert result.asset_materializations_for_node("raw_stack_plus")[0].metadata["shards"].value == 1
+    metadata = result.asset_materializations_for_node("raw_stack_plus")[0].metadata
+    assert metadata["shards"].value == 1
+    signing = metadata["near_dedup"].value  # signed per shard, counted from the lake
+    assert signing["signed_documents"] == 32 and signing["lsh_bands_x_rows"] == "32 x 8"
     assert dedup_sets(warehouse) == sharded
     kept, removed = sharded
     assert {reason for _, _, reason in removed} == {"exact_duplicate", "near_duplicate"}

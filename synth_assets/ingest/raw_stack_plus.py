@@ -44,7 +44,7 @@ from synth_assets.ingest.corpus import (  # noqa: F401  (the corpus's config is 
     stored_shards,
 )
 from synth_assets.ingest.dedup import NearDuplicate
-from synth_assets.ingest.near_dedup import CLUSTERINGS, NearDedupStats, find_near_duplicates
+from synth_assets.ingest.near_dedup import CLUSTERINGS, NearDedupStats, find_near_duplicates, lsh_shape
 from synth_assets.ingest.corpus_shards import (
     CORPUS_SHARDS_KEY,
     register_shards,
@@ -156,6 +156,14 @@ def ingest(
 
     lake.write_table(CURRENT_SHARDS, pl.DataFrame({"shard": [s.key for s in plan.shards]}, schema={"shard": pl.Utf8}))
     _count_shards(lake, summary)
+    # the signing happened per shard (maybe in other processes): its figures, from the lake
+    stats = summary.near_dedup
+    stats.bands, stats.rows_per_band = lsh_shape(config.near_params())
+    signed, distinct = lake.query(
+        f"SELECT (SELECT count(DISTINCT doc_id) FROM {_shard_relation(CORPUS_SIGNATURES)}) AS signed, "
+        f"(SELECT count(DISTINCT doc_id) FROM {_shard_relation(CORPUS_DOCS)}) AS distinct_docs"
+    ).row(0)
+    stats.signed_documents, stats.documents_without_shingles = int(signed), int(distinct) - int(signed)
     started = time.perf_counter()
     near = find_near_duplicates(
         lake, config.near_params(), summary.near_dedup, config.near_dedup_clustering, log,
