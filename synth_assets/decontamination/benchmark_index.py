@@ -18,6 +18,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -195,6 +196,15 @@ def _score_in_forked_worker(chunk: tuple[list[str], list[str | None]]) -> tuple[
     return _FORKED_INDEX.score_sources(*chunk)
 
 
+def _default_signal_handlers() -> None:
+    """A forked worker dies on SIGTERM, whatever handler its parent installed (Ray's driver
+    installs one): a Python handler needs the child's main thread, which a lock inherited
+    from another thread of the parent can hold forever, and the pool's terminate() would
+    then wait for that child without end (seen in CI after the Ray tests)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -311,7 +321,8 @@ class BenchmarkIndex:
         if workers > 1 and len(chunks) > 1:
             _FORKED_INDEX = self
             try:
-                with multiprocessing.get_context("fork").Pool(min(workers, len(chunks))) as pool:
+                context = multiprocessing.get_context("fork")
+                with context.Pool(min(workers, len(chunks)), initializer=_default_signal_handlers) as pool:
                     pending = pool.map_async(_score_in_forked_worker, chunks, chunksize=1)
                     if embed is not None:  # HTTP / embedding work overlaps the workers
                         problem_vectors, exercise_vectors = self._embed(embed, sources, timings)
@@ -320,6 +331,10 @@ class BenchmarkIndex:
                     except multiprocessing.TimeoutError:
                         # A child forked from a many-threaded parent can inherit a lock some
                         # other thread held (seen once under pytest): score here instead.
+                        # SIGKILL first: a child stuck before its initializer ran would
+                        # still run the parent's SIGTERM handler, i.e. never exit.
+                        for process in pool._pool:  # the pool's worker processes
+                            process.kill()
                         pool.terminate()
                         timings["forked_workers_timed_out"] = 1.0
                         results = [self.score_sources(*chunk) for chunk in chunks]
