@@ -27,6 +27,7 @@ address is given.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -34,6 +35,8 @@ from typing import Any, TypeVar
 
 import dagster as dg
 from pydantic import Field
+
+from resources.warehouse.lake import THREADS_ENV_VAR
 
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
 LOCAL = "local"
@@ -71,16 +74,25 @@ class RayEngine:
 
     def map(self, fn: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
         ray = self._ray
-        remote = ray.remote(num_cpus=self.num_cpus_per_task, max_retries=self.max_task_retries)(fn)
+        remote = ray.remote(num_cpus=self.num_cpus_per_task, max_retries=self.max_task_retries)(run_task)
+        threads = max(1, math.ceil(self.num_cpus_per_task))
         pending: list[Any] = []
         for item in items:
             if len(pending) >= self.max_in_flight:
                 done, pending = ray.wait(pending, num_returns=1)
                 yield ray.get(done[0])
-            pending.append(remote.remote(item))
+            pending.append(remote.remote(fn, item, threads))
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             yield ray.get(done[0])
+
+
+def run_task(fn: Callable[[Item], Result], item: Item, threads: int) -> Result:
+    """A Ray task: `fn(item)` with DuckDB held to the CPUs the task reserved (a worker's
+    DuckDB would otherwise start a thread per core of the node, and tasks that Ray packs
+    side by side would oversubscribe it). A value set in the workers' environment wins."""
+    os.environ.setdefault(THREADS_ENV_VAR, str(threads))
+    return fn(item)
 
 
 class Compute(dg.ConfigurableResource):

@@ -1,8 +1,11 @@
-"""LLM grading as batches of prompts on a Ray cluster (`resources/llm/batches.py`), through
-annotated_sample: the same table as in-process, every distinct request paid once across
-runs that share a lake, the ledger rows of worker calls stamped with the run and asset,
-the cost metadata counting the workers' calls, and a budget that stops workers failing
-the step as in-process."""
+"""LLM grading and generation as batches of prompts on a Ray cluster
+(`resources/llm/batches.py`). Through annotated_sample: the same table as in-process,
+every distinct request paid once across runs that share a lake, the ledger rows of worker
+calls stamped with the run and asset, the cost metadata counting the workers' calls, and a
+budget that stops workers failing the step as in-process. Through synthetic_textbook's
+iterative mode (summaries, then sentences, then sections, then re-asked sections: four
+rounds of batches in one step): the same tables as in-process, each request paid once,
+and one budget over all the rounds."""
 
 from __future__ import annotations
 
@@ -16,12 +19,15 @@ import pytest
 
 from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource
-from resources.llm.batches import plan_batches
+from resources.llm.batches import on_cluster, plan_batches
 from resources.warehouse import Warehouse
 from synth_assets.filtering.annotated_sample import AnnotateConfig, annotated_sample
+from synth_assets.synthesis.synthetic_textbook import SyntheticTextbookConfig, synthetic_textbook
+from synth_assets.synthesis.textbook_prompts import TextbookPromptsConfig, textbook_prompts
 from tests.openai_double import TEST_KEY_REF, OpenAIDouble  # sets the key variable before Ray starts its workers
 from tests.test_annotate import GARBAGE_MARKER, JUNK, TUTORIAL, grading_responder
 from tests.test_classify import raw_stack_plus_rows
+from tests.test_textbook import iterative_responder
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -184,3 +190,130 @@ def test_equal_requests_share_a_batch_and_batches_keep_request_order():
     assert batch_of[0] == batch_of[2] and batch_of[1] == batch_of[5]  # "a" twice, "b" twice: one batch each
     assert plan == [[0, 2], [1, 5], [3, 4], [6]]
     assert plan_batches(requests, batch_size=100) == [list(range(len(requests)))]
+
+
+N_PLANS = 8
+
+
+def write_textbook(warehouse: Warehouse, llm: LLMResource, monkeypatch, on_ray: bool) -> dg.ExecuteInProcessResult:
+    """textbook_prompts, then synthetic_textbook in iterative mode with a second sample for
+    sections without code; only synthetic_textbook calls the LLM."""
+    if on_ray:
+        monkeypatch.setenv("RAY_ADDRESS", "local")
+    else:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [textbook_prompts, synthetic_textbook],
+            resources={"warehouse": warehouse, "llm": llm},
+            run_config=dg.RunConfig({
+                "textbook_prompts": TextbookPromptsConfig(n_prompts=N_PLANS, seed=4),
+                "synthetic_textbook": SyntheticTextbookConfig(max_tokens=120, generation_mode="iterative", max_samples=2),
+            }),
+            raise_on_error=False,
+            instance=instance,
+        )
+        result.log_messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    return result
+
+
+def textbook_llm(server: OpenAIDouble, **settings) -> LLMResource:
+    settings = {"cluster_batch_size": 3} | settings
+    return LLMResource(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini",
+                       embedding_model="text-embedding-3-small", max_retries=0, **settings)
+
+
+def test_textbook_generation_on_ray_equals_in_process_round_by_round(tmp_path, local_cluster, monkeypatch):
+    lakes = {"in-process": Warehouse(path=str(tmp_path / "in_process")), "ray": Warehouse(path=str(tmp_path / "ray"))}
+    with OpenAIDouble(chat=iterative_responder) as server:
+        llm = textbook_llm(server)
+        in_process = write_textbook(lakes["in-process"], llm, monkeypatch, on_ray=False)
+        paid_in_process = list(server.answered)
+        on_ray = write_textbook(lakes["ray"], llm, monkeypatch, on_ray=True)  # a new lake: the workers pay
+        paid_on_ray = server.answered[len(paid_in_process):]
+    assert in_process.success and on_ray.success
+    (event,) = on_ray.asset_materializations_for_node("synthetic_textbook")
+    meta = {key: value.value for key, value in event.metadata.items()}
+    (event,) = in_process.asset_materializations_for_node("synthetic_textbook")
+    meta_in_process = {key: value.value for key, value in event.metadata.items()}
+    assert meta["compute"] == "ray" and meta_in_process["compute"] == "in-process"
+
+    # summaries, sentences, sections and the re-asked sections: each round went out as
+    # batches of 3 requests, run in Ray's worker processes
+    rounds = [m for m in on_ray.log_messages if "worker processes:" in m]
+    assert len(rounds) == 4
+    assert not any("worker processes:" in m for m in in_process.log_messages)
+    for line in rounds:
+        pids = {int(worker.rsplit(":", 1)[1]) for worker in line.split("worker processes: ")[1].split(", ")}
+        assert pids and os.getpid() not in pids
+    summaries = int(rounds[0].split("LLM: ")[1].split(" batches")[0])
+    assert summaries == -(-N_PLANS // 3)
+
+    # the same rows, cell for cell, and the same rejects with their reasons
+    for table, order in (("synthetic_textbook", "prompt_id"), ("synthetic_textbook_rejects", "prompt_id, reason, sample_index")):
+        frames = {name: lake.read_only().query(f"SELECT * FROM {table} ORDER BY {order}") for name, lake in lakes.items()}
+        assert frames["ray"].equals(frames["in-process"]), table
+    sections = lakes["ray"].read_only().query("SELECT * FROM synthetic_textbook")
+    rejects = lakes["ray"].read_only().query("SELECT reason FROM synthetic_textbook_rejects")
+    assert sections.height > 0 and {"summary_llm_error", "no_code_block"} <= set(rejects["reason"])
+
+    # every request paid once, from the workers, the same requests as in-process
+    asked = Counter(request_identity(body) for body in paid_on_ray)
+    assert max(asked.values()) == 1 and asked == Counter(request_identity(body) for body in paid_in_process)
+    # the cost block counts every round's worker calls
+    for key in LLM_BLOCK:
+        assert meta[key] == meta_in_process[key], key
+    rows = ledger(lakes["ray"], on_ray.run_id)
+    assert rows.height == len(paid_on_ray) and set(rows["asset_key"]) == {"synthetic_textbook"}
+    assert meta["llm/cost_usd"] == pytest.approx(rows["cost_usd"].sum(), abs=1e-8)
+
+
+ROUND_SIZE = 8
+ANSWER_WORDS = 100  # the double counts a word as a completion token
+
+
+@dg.asset
+def two_rounds(context, warehouse: Warehouse, llm: LLMResource) -> None:
+    """A generation step in two rounds of calls, as synthetic_textbook's iterative mode makes them."""
+    with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
+        for round_number in range(2):
+            session.complete([
+                ChatRequest(messages=[{"role": "user", "content": f"round {round_number}, request {i}"}],
+                            max_tokens=ANSWER_WORDS, row_id=f"{round_number}-{i}")
+                for i in range(ROUND_SIZE)
+            ])
+
+
+def test_one_budget_holds_over_every_round_of_a_generation_step(tmp_path, local_cluster, monkeypatch):
+    """The materialization's budget actor lives until the step leaves `on_cluster`: the
+    second round's workers spend what the first round left, not a fresh budget. The
+    answers are as long as their max_tokens, so a reservation is what the call costs; the
+    budget fits one round (plus the requests in flight) and not two."""
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    # as in a step process, which connects to the cluster only to send the batches: the
+    # driver's own session keeps a process budget and the workers share the actor (in
+    # this test process Ray is already connected, by the module's cluster)
+    monkeypatch.setattr("resources.llm.session.on_ray_cluster", lambda: False)
+    warehouse = Warehouse(path=str(tmp_path / "lake"))
+    with OpenAIDouble(chat=lambda body: " ".join(["word"] * ANSWER_WORDS)) as server:
+        settings = dict(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini", max_retries=0,
+                        cluster_batch_size=1, max_concurrency=1)
+        llm = LLMResource(**settings)
+        with dg.instance_for_test() as instance:
+            priced = dg.materialize([two_rounds], resources={"warehouse": Warehouse(path=str(tmp_path / "priced")),
+                                                             "llm": llm}, instance=instance)
+            full = ledger(Warehouse(path=str(tmp_path / "priced")), priced.run_id)
+            assert full.height == 2 * ROUND_SIZE and (full["status"] == "ok").all()
+            one_round = full["cost_usd"].sum() / 2
+            budget = 1.5 * one_round
+            result = dg.materialize([two_rounds], resources={"warehouse": warehouse,
+                                                             "llm": LLMResource(**settings, max_cost_usd=budget)},
+                                    instance=instance, raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data
+    assert "LLM budget reached" in str(failure.error)
+    rows = ledger(warehouse, result.run_id)
+    paid = rows.filter(pl.col("status") == "ok")
+    assert ROUND_SIZE < paid.height < 2 * ROUND_SIZE  # the first round whole, the second in part
+    assert paid["cost_usd"].sum() <= budget  # over both rounds, not per round
+    assert (rows["status"] == "budget_exceeded").sum() == 2 * ROUND_SIZE - paid.height

@@ -1,4 +1,4 @@
-"""Many `complete_json` requests as batches on a Ray cluster, with the driver's session.
+"""Grading and generation requests as batches on a Ray cluster, with the driver's session.
 
     with llm.session(context, warehouse) as session:
         results = complete_json_in_batches(session, requests, Grade, Compute(), batch_size=256)
@@ -6,9 +6,14 @@
         metadata = session.metadata()        # the whole materialization's calls, workers' included
     # leaving the block raises dg.Failure if the budget stopped calls, on any worker
 
+    # a generation step with several rounds of calls passes a session whose calls go out
+    # as batches (summaries, then sentences, then sections: each round spread in turn)
+    with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
+        steps, results = generate_sections(session, plans, ...)
+
 Without a cluster (`compute.distributed` false) this is `session.complete_json(requests,
-schema)`, nothing else. With one, the requests are cut into batches of `batch_size`, each
-batch a Ray task (`compute.engine().map`) that opens `llm.session(task_context,
+schema)` (or `session.complete(requests)`), nothing else. With one, the requests are cut
+into batches of `batch_size`, each batch a Ray task (`compute.engine().map`) that opens `llm.session(task_context,
 warehouse)` on its worker and returns the batch's results in request order; the driver
 puts the batches back in request order. What makes that safe needs nothing new:
 
@@ -47,6 +52,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -61,7 +67,7 @@ from resources.llm.errors import LLMConfigError
 from resources.llm.recorder import Totals
 from resources.llm.session import LLMSession, live_lake
 from resources.llm.store import CALLS_TABLE, canonical_json
-from resources.llm.types import ChatRequest, StructuredResult
+from resources.llm.types import ChatRequest, ChatResult, StructuredResult
 from resources.warehouse import Lake, Warehouse
 
 logger = logging.getLogger(__name__)
@@ -74,22 +80,23 @@ WAREHOUSE_SETTINGS = ("path", "catalog", "data_path", "retry_timeout_s")
 
 
 @dataclass
-class JsonBatch:
-    """One Ray task's work: plain, picklable data (the resources are rebuilt on the worker)."""
+class CallBatch:
+    """One Ray task's work: plain, picklable data (the resources are rebuilt on the worker).
+    With a `schema` the batch is `complete_json`, without one `complete` (text)."""
 
     index: int
     llm_settings: dict[str, Any]
     warehouse_settings: dict[str, Any]
     task_context: TaskContext
     requests: list[ChatRequest]
-    schema: type[pydantic.BaseModel]
+    schema: type[pydantic.BaseModel] | None
     needs_api_key: bool
 
 
 @dataclass
 class BatchOutcome:
     index: int
-    results: list[StructuredResult]
+    results: list[ChatResult] | list[StructuredResult]
     totals: Totals
     budget_stopped: bool
     worker: str  # host:pid of the process that ran it
@@ -121,9 +128,74 @@ def complete_json_in_batches(
     on the Ray cluster when `compute` names one. Results in request order, one per request.
     The driver holds the results and at most `max_in_flight` batches of requests in the
     object store at once (batches are cut as tasks are submitted)."""
-    requests = list(requests)
-    if not runs_on_cluster(session, compute) or not requests:
-        return session.complete_json(requests, schema=schema)
+    with on_cluster(session, compute, batch_size) as calls:
+        return calls.complete_json(requests, schema=schema)
+
+
+class BatchedSession:
+    """An `LLMSession` whose `complete` and `complete_json` run as batches on the Ray
+    cluster when `compute` names one (in the session itself otherwise); everything else
+    (`model`, `endpoint`, `embed`, `metadata`, `log_estimate`, ...) is the session's own.
+    A generation step passes it wherever it passed the session: several rounds of calls
+    (summaries, then sentences, then sections) each go out as batches, and all of them
+    spend from the materialization's one cluster-wide budget. Made by `on_cluster`."""
+
+    def __init__(self, session: LLMSession, compute: Compute, batch_size: int | None = None) -> None:
+        batch_size = session.resource.cluster_batch_size if batch_size is None else batch_size
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.session = session
+        self.compute = compute
+        self.batch_size = batch_size
+        self.engine = engine_name(session, compute)  # for the asset's `compute` metadata
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
+
+    def complete(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        return self._calls(list(requests), None)
+
+    def complete_json(self, requests: Sequence[ChatRequest], schema: type[pydantic.BaseModel]) -> list[StructuredResult]:
+        return self._calls(list(requests), schema)
+
+    def _calls(self, requests: list[ChatRequest], schema: type[pydantic.BaseModel] | None) -> list:
+        session = self.session
+        if self.engine != "ray" or not requests or session.budget.stopped:
+            # in-process; or the budget already stopped calls: the session answers
+            # budget_exceeded at once, as it would in-process
+            if schema is None:
+                return session.complete(requests)
+            return session.complete_json(requests, schema=schema)
+        return run_in_batches(session, requests, schema, self.compute, self.batch_size)
+
+    def close(self) -> None:
+        if self.engine == "ray":
+            drop_budget_actor(self.session, task_context_of(self.session.context))
+
+
+@contextmanager
+def on_cluster(session: LLMSession, compute: Compute, batch_size: int | None = None) -> Iterator[BatchedSession]:
+    """`with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:`
+    the session, its calls spread over the Ray cluster when one is named, in batches of
+    `batch_size` requests (default: the llm resource's `cluster_batch_size`). Leaving the block
+    drops the materialization's cluster budget actor (kept between rounds of calls, so the
+    budget holds over all of them)."""
+    batched = BatchedSession(session, compute, batch_size)
+    try:
+        yield batched
+    finally:
+        batched.close()
+
+
+def run_in_batches(
+    session: LLMSession,
+    requests: list[ChatRequest],
+    schema: type[pydantic.BaseModel] | None,
+    compute: Compute,
+    batch_size: int,
+) -> list:
+    """One round of calls as Ray tasks of `batch_size` requests: `complete_json` with a
+    schema, `complete` (text) without. Results in request order."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     llm_settings = pinned_settings(session)
@@ -133,10 +205,10 @@ def complete_json_in_batches(
     plan = plan_batches(requests, batch_size)
     n_batches = len(plan)
 
-    def batches() -> Iterator[JsonBatch]:
+    def batches() -> Iterator[CallBatch]:
         for index, positions in enumerate(plan):
             chunk = [requests[p] for p in positions]
-            yield JsonBatch(index, llm_settings, warehouse_settings, task_context, chunk, schema, needs_api_key)
+            yield CallBatch(index, llm_settings, warehouse_settings, task_context, chunk, schema, needs_api_key)
 
     outcomes: dict[int, BatchOutcome] = {}
     started = last_log = time.monotonic()
@@ -146,7 +218,7 @@ def complete_json_in_batches(
                 f"LLM: {len(requests)} requests in {n_batches} batches of up to {batch_size} on {engine.name} "
                 f"({engine.workers} workers)"
             )
-            for outcome in engine.map(run_json_batch, batches()):
+            for outcome in engine.map(run_batch, batches()):
                 outcomes[outcome.index] = outcome
                 if time.monotonic() - last_log >= session.resource.progress_interval_s or len(outcomes) == n_batches:
                     last_log = time.monotonic()
@@ -157,11 +229,10 @@ def complete_json_in_batches(
                     )
             workers = sorted({o.worker for o in outcomes.values()})
             session.log.info(f"LLM: {n_batches} batches ran in {len(workers)} worker processes: {', '.join(workers)}")
-            drop_budget_actor(session, task_context)
     finally:
         # whatever happened, the driver's report counts what the workers did spend
         absorb_worker_calls(session, [o.totals for o in outcomes.values()])
-    results: list[StructuredResult | None] = [None] * len(requests)
+    results: list[Any] = [None] * len(requests)
     for index, positions in enumerate(plan):
         batch_results = outcomes[index].results
         if len(batch_results) != len(positions):
@@ -197,9 +268,9 @@ def plan_batches(requests: Sequence[ChatRequest], batch_size: int) -> list[list[
     return plan
 
 
-def run_json_batch(batch: JsonBatch) -> BatchOutcome:
-    """The Ray task: one worker session, one `complete_json` call. A budget stop is
-    returned (the driver raises after the caller wrote its rows), never raised here."""
+def run_batch(batch: CallBatch) -> BatchOutcome:
+    """The Ray task: one worker session, one `complete_json` (or `complete`) call. A budget
+    stop is returned (the driver raises after the caller wrote its rows), never raised here."""
     from resources.llm.resource import LLMResource
 
     llm = LLMResource(**batch.llm_settings)
@@ -209,12 +280,15 @@ def run_json_batch(batch: JsonBatch) -> BatchOutcome:
             f"{OPENAI_API_KEY_ENV} is not set in this worker's environment. Set it (or the variable the llm "
             "resource's api_key names) on every worker; the key itself is never sent with the task."
         )
-    results: list[StructuredResult] | None = None
+    results: list | None = None
     stopped = False
     totals = Totals()
     try:
         with llm.session(batch.task_context, Warehouse(**batch.warehouse_settings)) as session:
-            results = session.complete_json(batch.requests, schema=batch.schema)
+            if batch.schema is None:
+                results = session.complete(batch.requests)
+            else:
+                results = session.complete_json(batch.requests, schema=batch.schema)
             stopped = session.budget_stopped
             totals = session.totals
     except dg.Failure:
@@ -306,7 +380,7 @@ def absorb_worker_calls(session: LLMSession, worker_totals: list[Totals]) -> Non
 def drop_budget_actor(session: LLMSession, task_context: TaskContext) -> None:
     """The workers' sessions shared one detached budget actor for this materialization
     (`session.budget_for`); it would outlive the run, a process on the cluster each, so it
-    goes once every batch is done. Left alone if the driver's own session uses it."""
+    goes when the step leaves `on_cluster`, after its last round of batches. Left alone if the driver's own session uses it."""
     if session.resource.max_cost_usd is None or not task_context.run_id or isinstance(session.budget, ClusterBudget):
         return
     asset = task_context.asset_key.to_user_string() if task_context.asset_key is not None else None

@@ -91,6 +91,11 @@ class LLMResource(dg.ConfigurableResource):
         description="auto | json_schema (OpenAI strict) | json_object_schema (llama.cpp) | json_object.",
     )
     embed_batch_size: int = Field(default=64, ge=1, description="Texts per embeddings request.")
+    cluster_batch_size: int = Field(
+        default=256, ge=1,
+        description="Requests per Ray task when a generation step's calls run on a Ray cluster (RAY_ADDRESS); "
+        "unused in-process and for the bundled local model.",
+    )
     cache_namespace: str | None = Field(
         default=None, description="Replaces the endpoint URL in cache keys (e.g. a server that moved)."
     )

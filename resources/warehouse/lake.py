@@ -39,6 +39,9 @@ _databases_lock = threading.Lock()
 # DuckDB's buffer pool limit for this process (e.g. "2GB"); beyond it sorts, joins and
 # aggregates spill to its temp directory. Unset: DuckDB's default, 80% of physical memory.
 MEMORY_LIMIT_ENV_VAR = "SYNTH_ASSETS_DUCKDB_MEMORY_LIMIT"
+# DuckDB threads of this process (default: every core). A Ray task sets it to the CPUs it
+# reserved (resources/compute.py), so two 1-CPU tasks on a 2-core worker do not each run 2.
+THREADS_ENV_VAR = "SYNTH_ASSETS_DUCKDB_THREADS"
 
 # What a failed commit between concurrent writers looks like; anything else is a real error.
 # "does not have any columns": a commit that reloads the catalog while another process's
@@ -76,6 +79,8 @@ def database(location: LakeLocation, read_only: bool, snapshot: int | None = Non
             db = duckdb.connect(config=OFFLINE_CONFIG)
             if memory_limit := os.environ.get(MEMORY_LIMIT_ENV_VAR, "").strip():
                 db.execute(f"SET memory_limit = '{memory_limit.replace(chr(39), '')}'")
+            if threads := os.environ.get(THREADS_ENV_VAR, "").strip():
+                db.execute(f"SET threads = {max(1, int(threads))}")
             load_extensions(db, location.extensions)
             if location.is_remote_data and (secret := object_storage_secret_sql()):
                 db.execute(secret)

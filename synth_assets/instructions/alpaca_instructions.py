@@ -18,7 +18,9 @@ import dagster as dg
 import polars as pl
 from pydantic import BaseModel, Field
 
+from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource
+from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_code_change
 from synth_assets.common.tables import table_result
@@ -175,11 +177,11 @@ def alpaca_instructions(
             ChatRequest(build_messages(p, by_id), temperature=config.temperature, max_tokens=config.max_tokens, row_id=p.plan_id)
             for p in plans
         ]
-        with llm.session(context, warehouse) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
             session.log_estimate(len(requests), 450, config.max_tokens)
             results = complete_json(session, requests, schema=AlpacaTask, local_lengths=LOCAL_LENGTHS)
             rows, rejects = alpaca_rows(plans, results, seeds, rules, session.model)
-            llm_metadata = session.metadata()
+            llm_metadata = {**session.metadata(), "compute": session.engine}
         report = attach_code_verdicts(rows, config)
         lake.write_table(TABLE, pl.DataFrame(rows, schema=SCHEMA))
         lake.write_table(REJECTS_TABLE, pl.DataFrame(rejects, schema=REJECT_SCHEMA))

@@ -27,7 +27,9 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource
+from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_code_change
 from synth_assets.common.tables import table_result
@@ -235,13 +237,13 @@ def evol_instruct(
     chains = [Chain(task, [task.task_id], [given_prompt(task)]) for task in sample]
     rows, rejects = [], []
     with warehouse.materialization(context) as lake:
-        with llm.session(context, warehouse) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
             session.log_estimate(len(chains) * config.rounds * 3, 400, config.response_max_tokens)
             for round_number in range(1, config.rounds + 1):
                 round_rows, round_rejects = evolve_round(session, chains, round_number, config)
                 rows += round_rows
                 rejects += round_rejects
-            llm_metadata = session.metadata()
+            llm_metadata = {**session.metadata(), "compute": session.engine}
         report = attach_code_verdicts(rows, config)
         lake.write_table(TABLE, pl.DataFrame(rows, schema=SCHEMA))
         lake.write_table(REJECTS_TABLE, pl.DataFrame(rejects, schema=REJECT_SCHEMA))

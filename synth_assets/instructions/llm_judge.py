@@ -14,7 +14,9 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource
+from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
 from synth_assets.common.tables import markdown_table, table_result
@@ -173,7 +175,7 @@ def llm_judge(
     verdicts: list[dict] = []
     missing = []
     with warehouse.materialization(context) as lake:
-        with llm.session(context, warehouse) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
             for dataset in wanted:
                 if not lake.table_exists(dataset.name):
                     missing.append(dataset.name)
@@ -184,7 +186,7 @@ def llm_judge(
                 session.log_estimate(len(requests), 500, config.max_tokens)
                 results = complete_json(session, requests, schema=Judgement, local_lengths=LOCAL_LENGTHS)
                 verdicts += verdict_rows(dataset, rows, results, config.threshold(dataset.name), session.model)
-            llm_metadata = session.metadata()
+            llm_metadata = {**session.metadata(), "compute": session.engine}
         lake.write_table(TABLE, pl.DataFrame(verdicts, schema=SCHEMA))
         context.log.info(f"llm_judge: {len(verdicts)} rows judged, {sum(v['kept'] for v in verdicts)} kept; missing {missing}")
     metadata = {**judge_metadata(verdicts, missing), "prompt_version": PROMPT_VERSION,

@@ -18,7 +18,9 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource
+from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_code_change
 from synth_assets.common.tables import table_result
@@ -240,12 +242,12 @@ def self_instruct(
     config = with_settings(config, "self_instruct")
     with warehouse.materialization(context) as lake:
         seeds = list(load_seed_tasks()) + exercise_seed_tasks(lake, config.n_exercise_seeds)
-        with llm.session(context, warehouse) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
             n_calls = config.rounds * config.requests_per_round
             session.log_estimate(n_calls * 3, 350, config.max_tokens)
             machine, rejects, pool_sizes = generate_pool(session, seeds, config)
             rows, instance_rejects = classify_and_instantiate(session, machine, seeds, config)
-            llm_metadata = session.metadata()
+            llm_metadata = {**session.metadata(), "compute": session.engine}
         rejects += instance_rejects
         report = attach_code_verdicts(rows, config)
         lake.write_table(TABLE, pl.DataFrame(rows, schema=SCHEMA))

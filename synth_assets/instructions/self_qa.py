@@ -16,7 +16,9 @@ import dagster as dg
 import polars as pl
 from pydantic import BaseModel, Field
 
+from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource
+from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
 from synth_assets.common.tables import table_result
@@ -192,7 +194,7 @@ def self_qa(
     config = with_settings(config, "self_qa")
     with warehouse.materialization(context) as lake:
         documents = sample_documents(lake, config.n_documents, config.seed)
-        with llm.session(context, warehouse) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
             session.log_estimate(len(documents) * (1 + config.questions_per_document), 500, config.answer_max_tokens)
             question_results = complete_json(
                 session,
@@ -208,7 +210,7 @@ def self_qa(
                 for doc_id, document, question, _, _ in accepted
             ])
             rows, answer_rejects = answer_rows(accepted, answers, session.model)
-            llm_metadata = session.metadata()
+            llm_metadata = {**session.metadata(), "compute": session.engine}
         rejects += answer_rejects
         report = attach_code_verdicts(rows, config)
         lake.write_table(TABLE, pl.DataFrame(rows, schema=SCHEMA))

@@ -26,7 +26,9 @@ import dagster as dg
 import polars as pl
 from pydantic import BaseModel, Field
 
+from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource, StructuredResult
+from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_code_change
 from synth_assets.common.sandbox import SandboxLimits, SandboxUnavailable, require_isolation
@@ -215,14 +217,14 @@ def case2code(
                         max_tokens=config.max_tokens, row_id=f.function_id)
             for f in functions
         ]
-        with llm.session(context, warehouse) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
             session.log_estimate(len(requests), 250, config.max_tokens)
             results = session.complete_json(requests, schema=ProposedInputs)
             rows, rejects = case_rows(functions, results, config, limits, session.model)
             rejects = [{**vars(f), "function_id": None, "stage": "selection"} for f in left_out] + rejects
             lake.write_table(CASES_TABLE, pl.DataFrame(rows, schema=CASE_SCHEMA))
             lake.write_table(REJECTS_TABLE, pl.DataFrame(rejects, schema=REJECT_SCHEMA))
-            llm_metadata = session.metadata()
+            llm_metadata = {**session.metadata(), "compute": session.engine}
         reasons = Counter(f"{r['stage']}: {r['reason'].split(':')[0]}" for r in rejects)
         context.log.info(f"case2code: {len(rows)} functions kept of {len(functions)} selected from {len(files)} files")
     return table_result(

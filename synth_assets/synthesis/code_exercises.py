@@ -21,7 +21,9 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource, StructuredResult
+from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_code_change
 from synth_assets.common.sandbox import SandboxJob, SandboxLimits, SandboxUnavailable, require_isolation, run_many
@@ -282,7 +284,7 @@ def code_exercises(
             raise dg.Failure(description=str(exc)) from exc
         if not isolation["isolated"]:
             context.log.warning(f"code_exercises: executing generated code UNISOLATED: {isolation['missing']}")
-        with llm.session(context, warehouse) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
             tests_from = resolve_tests_from(config.tests_from, session.endpoint.is_local)
             session.log_estimate(len(plans), 300, config.max_tokens)
             rows, rejects = generate(session, plans, tests_from, config, limits)
@@ -293,7 +295,7 @@ def code_exercises(
                 reject["model"] = model
             lake.write_table(EXERCISES_TABLE, pl.DataFrame(rows, schema=EXERCISE_SCHEMA))
             lake.write_table(REJECTS_TABLE, pl.DataFrame(rejects, schema=REJECT_SCHEMA))
-            llm_metadata = session.metadata()
+            llm_metadata = {**session.metadata(), "compute": session.engine}
         metadata = exercise_metadata(plans, rows, rejects, snippets)
         metadata |= {"tests_from": tests_from, "function_name_space": function_name_space(catalog),
                      "personas": len(pool), "settings_origin": dg.MetadataValue.json(origin)}

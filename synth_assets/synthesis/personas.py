@@ -22,7 +22,9 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, Field
 
+from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource, StructuredResult
+from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_code_change
 from synth_assets.common.tables import counts_markdown, table_result
@@ -296,7 +298,7 @@ def personas(
     catalog_rows = [PersonaRow(text, "catalog", 0) for text in load_catalog().personas]
     with warehouse.materialization(context) as lake:
         docs = sample_corpus_files(lake, CORPUS_TABLES, config.n_docs, config.seed)
-        with llm.session(context, warehouse) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
             session.log_estimate(len(docs) * (1 + config.hops), 250, config.max_tokens)
             grown, rejects = grow_personas(session, docs, config)
             kept, duplicates = dedupe(catalog_rows + grown, session.embed, config.jaccard_threshold, config.cosine_threshold)
@@ -305,7 +307,7 @@ def personas(
                      "prompt_version": PROMPT_VERSION} for row in kept]
             lake.write_table(PERSONAS_TABLE, pl.DataFrame(rows, schema=PERSONA_SCHEMA))
             lake.write_table(REJECTS_TABLE, pl.DataFrame(rejects, schema=PERSONA_REJECT_SCHEMA))
-            llm_metadata = session.metadata()
+            llm_metadata = {**session.metadata(), "compute": session.engine}
         reasons = {}
         for reject in rejects:
             reasons[reject["reason"]] = reasons.get(reject["reason"], 0) + 1

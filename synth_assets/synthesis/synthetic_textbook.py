@@ -24,7 +24,9 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from resources.compute import Compute
 from resources.llm import ChatResult, LLMResource
+from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
 from synth_assets.common.tables import counts_markdown, table_result
@@ -283,7 +285,7 @@ def synthetic_textbook(
     lengths = Lengths(config.max_tokens, config.summary_max_tokens, config.sentence_max_tokens)
     with warehouse.materialization(context) as lake:
         plans = load_plans(lake)
-        with llm.session(context, warehouse) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
             calls_each = 3 if config.generation_mode == "iterative" else 1
             session.log_estimate(len(plans) * calls_each, 250, config.max_tokens)
             steps, results = generate_sections(session, plans, config.generation_mode, lengths, config.temperature,
@@ -291,7 +293,7 @@ def synthetic_textbook(
             kept, rejects = section_rows(plans, results, session.model, config.near_duplicate_threshold, steps)
             lake.write_table(SECTIONS_TABLE, pl.DataFrame(kept, schema=SECTION_SCHEMA))
             lake.write_table(REJECTS_TABLE, pl.DataFrame(rejects, schema=SECTION_REJECT_SCHEMA))
-            llm_metadata = session.metadata()
+            llm_metadata = {**session.metadata(), "compute": session.engine}
         reasons = Counter(r["reason"] for r in rejects)
         texts = [row["text"] for row in kept]
         context.log.info(f"synthetic_textbook: {len(kept)} sections kept, {len(rejects)} rejected")
