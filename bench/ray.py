@@ -23,7 +23,9 @@ one task per shard, each task reading its input and writing the DuckLake itself)
   raw_stack_plus, is built untimed from corpus_documents as `finalise_tables` builds it,
   exact copies dropped and ordered by doc_id (near dedup is not part of this benchmark).
 
-Each repeat and CPU count gets a fresh lake (deleted afterwards), so every repeat does the
+The lake's catalog is a SQLite file (the embedded default) or, with --catalog postgres, a
+database on a throwaway local PostgreSQL server (what a multi-worker deployment uses: its
+commits do not serialise on one file lock). Each repeat and CPU count gets a fresh lake (deleted afterwards), so every repeat does the
 full work, and its own local Ray cluster (started before the clock, shared by both stages).
 Timed on 1 CPU and on 2 CPUs, alternated --repeats times; the speed-up is the median of
 the 1-CPU walls over the median of the 2-CPU walls (target: >= 1.7x on this 2-core
@@ -117,11 +119,27 @@ def train_classifier(texts: list[str], folder: Path) -> dict:
             "n_estimators": ClassifierConfig().n_estimators}
 
 
+# --catalog postgres: the libpq string of the benchmark's PostgreSQL server (each lake gets a
+# new database on it); None: every lake's catalog is a SQLite file in its folder.
+POSTGRES: str | None = None
+
+
 def lake_at(folder: Path):
+    """A new, empty lake in `folder`: its catalog a SQLite file there (the embedded
+    default), or with --catalog postgres a new database on the benchmark's PostgreSQL
+    server, its Parquet files in the folder."""
     from resources.warehouse import Warehouse
 
-    # explicit: no catalog or data path from the environment
-    return Warehouse(path=str(folder), catalog=None, data_path=None)
+    if POSTGRES is None:  # explicit: no catalog or data path from the environment
+        return Warehouse(path=str(folder), catalog=None, data_path=None)
+    from tests.postgres_server import _binary
+
+    fields = dict(part.split("=", 1) for part in POSTGRES.split())
+    name = f"lake_{uuid.uuid4().hex[:12]}"
+    subprocess.run([_binary("createdb"), "-h", fields["host"], "-p", fields["port"], "-U", fields["user"], name],
+                   check=True, capture_output=True, timeout=60)
+    libpq = " ".join(f"{k}={name if k == 'dbname' else v}" for k, v in fields.items())
+    return Warehouse(path=str(folder), catalog=f"postgres:{libpq}", data_path=str(folder / "data"))
 
 
 def snapshots(warehouse) -> int:
@@ -269,8 +287,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rpm", type=float, default=600.0)
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--catalog", choices=("sqlite", "postgres"), default="sqlite",
+                        help="the lake's catalog: a SQLite file (the embedded default) or a throwaway local "
+                        "PostgreSQL server (tests/postgres_server.py; Debian's postgresql, fsync off)")
     parser.add_argument("--out", default="bench/results/ray.json")
     args = parser.parse_args(argv)
+    if args.catalog == "postgres":
+        from tests.postgres_server import postgres_server
+
+        global POSTGRES
+        with postgres_server() as libpq:
+            POSTGRES = libpq
+            try:
+                return run(args)
+            finally:
+                POSTGRES = None
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
 
     import sysconfig
 
@@ -291,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     load_model(classifier["artefact_path"])
     classifier["load_s"] = round(time.perf_counter() - started, 3)
-    print(f"corpus: {len(files):,} documents, {manifest['characters'] / 1e6:,.0f} MB, {len(shards)} shards "
+    print(f"catalog: {args.catalog}; corpus: {len(files):,} documents, {manifest['characters'] / 1e6:,.0f} MB, {len(shards)} shards "
           f"({args.source}) of {min(sizes):,}-{max(sizes):,}; classifier {classifier['n_estimators']} trees "
           f"(loads in {classifier['load_s']:.2f}s); scratch {scratch}")
 
@@ -316,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{result['scoring_commits']})", flush=True)
 
     report = {"documents": len(files), "shards": len(shards), "repeats": args.repeats, "source": args.source,
-              "shard_docs": args.shard_docs, "stages": {}}
+              "shard_docs": args.shard_docs, "catalog": args.catalog, "stages": {}}
     print("\n| stage | 1 worker (median s) | 2 workers (median s) | speed-up | docs/s on 2 |")
     print("|---|---|---|---|---|")
     for stage in ("ingest", "scoring"):

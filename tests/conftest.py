@@ -84,3 +84,15 @@ def stdlib_corpus(tmp_path_factory) -> Callable[[int], Path]:
         return corpus
 
     return make
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    """One real local Ray cluster (2 CPUs) for the module that asks for it (~5 s to start),
+    joined by `Compute(ray_address="local")` in the module's tests; shut down after them."""
+    ray = pytest.importorskip("ray")
+    from resources.compute import Compute
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield Compute(ray_address="local", num_cpus=2)
+    ray.shutdown()

@@ -55,15 +55,6 @@ def test_the_default_runs_in_process_without_importing_ray(tmp_path):
     assert isinstance(InProcessEngine(), InProcessEngine)
 
 
-@pytest.fixture(scope="module")
-def local_cluster():
-    """One real local Ray cluster (2 CPUs) for the module: ~5 s to start."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield Compute(ray_address="local", num_cpus=2)
-    ray.shutdown()
-
-
 def test_a_ray_cluster_writes_the_same_tables_as_in_process(tmp_path, local_cluster):
     in_process, on_ray = str(tmp_path / "in_process"), str(tmp_path / "ray")
     with Compute(ray_address=None).engine() as engine:

@@ -243,3 +243,27 @@ def test_scores_are_kept_per_shard_so_a_new_document_is_the_only_one_scored(ware
     assert evaluate_spec(warehouse, spec).passed
     warehouse.execute("UPDATE corpus_scores SET quality_score = 1.5 WHERE doc_id = ?", [next(iter(after))])
     assert not evaluate_spec(warehouse, spec).passed
+
+
+def test_a_shard_with_nothing_in_raw_stack_plus_is_reported_scored_once(warehouse, tmp_path):
+    """A registered shard none of whose documents reached raw_stack_plus (an empty tree
+    chunk, a shard of duplicates) has nothing to score: filtered_textbook reports it as a
+    corpus_scores partition once, so the UI does not show it missing forever."""
+    from synth_assets.filtering.corpus_scores import CORPUS_SCORES_KEY
+
+    install_model(warehouse, tmp_path, HASHED_NGRAMS)
+    rows = raw_stack_plus_rows(corpus())
+    warehouse.write_table("raw_stack_plus", rows)
+    resources = {"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)}
+    shards = sorted(set(rows["shard"]))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("corpus_shard", [*shards, "stdlib:tree-0007-of-0008"])
+        assert dg.materialize([filtered_textbook], resources=resources, instance=instance).success
+        assert instance.get_materialized_partitions(CORPUS_SCORES_KEY) == {*shards, "stdlib:tree-0007-of-0008"}
+        events = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=CORPUS_SCORES_KEY, asset_partitions=["stdlib:tree-0007-of-0008"]), limit=10
+        ).records
+        assert len(events) == 1 and events[0].asset_materialization.metadata["documents"].value == 0
+        assert dg.materialize([filtered_textbook], resources=resources, instance=instance).success  # nothing new
+        again = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=CORPUS_SCORES_KEY), limit=100).records
+        assert len(again) == len(shards) + 1  # no shard reported twice

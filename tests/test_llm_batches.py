@@ -35,15 +35,6 @@ N_DOCS = 12
 BATCH_SIZE = 4  # three Ray tasks
 
 
-@pytest.fixture(scope="module")
-def local_cluster():
-    """One real local Ray cluster (2 CPUs) for the module, as tests/test_compute.py starts it."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield Compute(ray_address="local", num_cpus=2)
-    ray.shutdown()
-
-
 def corpus() -> pl.DataFrame:
     texts = [TUTORIAL.format(i=i) for i in range(6)] + [JUNK.format(i=i) for i in range(5)]
     texts.append(f"# {GARBAGE_MARKER}\nz=1\n")  # a malformed answer, retried once as a new sample

@@ -42,6 +42,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 LOCATION = "synth_assets"
 CORPUS_FILES = 40
+# The corpus as 20 shards of about 2 files (the lasting settings file), so a backfill of
+# every shard from the UI takes more than one run of SHARDS_PER_RUN partitions.
+FILES_PER_SHARD = 2
 CHAT_MODEL = "gpt-4o-mini"  # priced by genai-prices, so llm/cost_usd is a real figure
 EMBEDDING_MODEL = "text-embedding-3-small"
 API_KEY = "sk-test-secret-4f7c"
@@ -297,10 +300,13 @@ def dagster_dev(tmp_path_factory, stdlib_corpus, llm_double):
     home = tmp_path_factory.mktemp("dagster_home")
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     data = tmp_path_factory.mktemp("data")
+    settings = home / "synth_assets.toml"
+    settings.write_text(f"[raw_stack_plus]\nfiles_per_shard = {FILES_PER_SHARD}\n")
     port = _free_port()
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
+        "SYNTH_ASSETS_SETTINGS": str(settings),
         "SYNTH_ASSETS_WAREHOUSE": str(data / "lake"),
         "SYNTH_ASSETS_CORPUS_PATHS": str(stdlib_corpus(CORPUS_FILES)),
         # The run workers are subprocesses of `dagster dev`: they reach the double in this
@@ -614,3 +620,61 @@ def test_rematerializing_the_whole_graph_with_nothing_changed_sends_no_request(m
         [run_id],
     )
     assert calls > 0 and hits == calls and cost == 0
+
+
+# --------------------------------------------------------------------------- a backfill of every shard
+# After the re-run above: it launches the backfill's runs.
+
+SHARD_KEYS_QUERY = """
+query { assetNodeOrError(assetKey: {path: ["corpus_shards"]}) { ... on AssetNode { partitionKeys } } }
+"""
+
+LAUNCH_BACKFILL = """
+mutation ($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }
+"""
+
+BACKFILL_QUERY = """
+query ($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill {
+  status numPartitions runs { runId status tags { key value } } } } }
+"""
+
+
+def test_a_backfill_of_every_shard_launched_from_the_ui_runs_them_sixteen_per_run(materialized):
+    """What the UI's "Materialize all partitions" sends for corpus_shards: the daemon splits
+    the backfill by the asset's policy (BackfillPolicy.multi_run, SHARDS_PER_RUN per run),
+    each run ingests its range of shards, and every shard's manifest row is rewritten by
+    one of the backfill's runs."""
+    from synth_assets.ingest.corpus_shards import SHARDS_PER_RUN
+
+    port = materialized["port"]
+    keys = _graphql(port, SHARD_KEYS_QUERY)["assetNodeOrError"]["partitionKeys"]
+    assert len(keys) == CORPUS_FILES // FILES_PER_SHARD > SHARDS_PER_RUN  # registered by main_job's raw_stack_plus
+    launched = _graphql(port, LAUNCH_BACKFILL, {"params": {
+        "assetSelection": [{"path": ["corpus_shards"]}], "allPartitions": True, "title": "every shard",
+    }})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        backfill = _graphql(port, BACKFILL_QUERY, {"id": launched["backfillId"]})["partitionBackfillOrError"]
+        if backfill["status"] not in ("REQUESTED", "CANCELING", "FAILING"):
+            break
+        time.sleep(2)
+    runs = backfill["runs"]
+    assert backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), (backfill, [_step_failures(port, r["runId"]) for r in runs])
+    assert len(runs) == -(-len(keys) // SHARDS_PER_RUN) and all(r["status"] == "SUCCESS" for r in runs), runs
+    ranges = []
+    for run in runs:
+        tags = {t["key"]: t["value"] for t in run["tags"]}
+        start, end = tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]
+        ranges.append(keys[keys.index(start): keys.index(end) + 1])
+    assert sorted(key for part in ranges for key in part) == sorted(keys)
+    assert max(len(part) for part in ranges) == SHARDS_PER_RUN
+    from resources.warehouse import Warehouse
+
+    manifest = Warehouse(path=str(materialized["warehouse"])).read_only().query(
+        "SELECT shard, run_id FROM corpus_shard_manifest"
+    )
+    assert sorted(manifest["shard"]) == sorted(keys)
+    run_of = {key: run["runId"] for run, part in zip(runs, ranges) for key in part}
+    assert dict(zip(manifest["shard"], manifest["run_id"])) == run_of

@@ -143,19 +143,29 @@ def score_shards(
         return sum(engine.map(score_shard, tasks))
 
 
-def report_scored_shards(instance: dg.DagsterInstance, shards: list[str], classifier_version: str, run_id: str) -> None:
+def report_scored_shards(
+    instance: dg.DagsterInstance, shards: list[str], classifier_version: str, run_id: str, lake: Lake | None = None
+) -> list[str]:
     """Record the shards filtered_textbook scored itself as runless `corpus_scores`
-    materializations (registered shards only: a one-off corpus's shards are not partitions)."""
+    materializations (registered shards only: a one-off corpus's shards are not partitions).
+    With the `lake`, also the registered shards with no document in raw_stack_plus (a tree
+    chunk no file fell in, a shard whose files were all duplicates of others') that were
+    never reported: there is nothing to score in them, and the UI should not show them
+    missing forever. Returns the shards reported."""
     registered = set(instance.get_dynamic_partitions(corpus_shard_partitions.name))
-    for shard in shards:
-        if shard in registered:
-            instance.report_runless_asset_event(
-                dg.AssetMaterialization(
-                    asset_key=CORPUS_SCORES_KEY,
-                    partition=shard,
-                    metadata={"classifier_version": classifier_version, "scored_by": f"filtered_textbook run {run_id}"},
-                )
-            )
+    reported = [(shard, None) for shard in shards if shard in registered]
+    if lake is not None and registered:
+        with_documents = {row[0] for row in lake.query("SELECT DISTINCT shard FROM raw_stack_plus").rows()}
+        empty = registered - with_documents - set(shards) - instance.get_materialized_partitions(CORPUS_SCORES_KEY)
+        reported += [(shard, 0) for shard in sorted(empty)]
+    for shard, documents in reported:
+        metadata = {"classifier_version": classifier_version, "scored_by": f"filtered_textbook run {run_id}"}
+        if documents == 0:
+            metadata["documents"] = 0  # nothing of it is in raw_stack_plus
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key=CORPUS_SCORES_KEY, partition=shard, metadata=metadata)
+        )
+    return [shard for shard, _ in reported]
 
 
 def resolve_classifier(warehouse: Warehouse | Lake, version: str) -> dict[str, Any]:

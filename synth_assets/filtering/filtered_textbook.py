@@ -69,7 +69,7 @@ def score_corpus(
     log(f"{sum(pending.values())} documents in {len(pending)} shard(s) have no score from {version} yet")
     scored = score_shards(warehouse, sorted(pending), classifier, batch_size, run_id, compute, session)
     if instance is not None:
-        report_scored_shards(instance, sorted(pending), version, run_id)
+        report_scored_shards(instance, sorted(pending), version, run_id, lake)
     lake.execute(
         f"""CREATE OR REPLACE TABLE "{RAW_SCORES_TABLE}" AS
         SELECT c.doc_id, c.quality_score FROM "{CORPUS_SCORES}" c JOIN raw_stack_plus r USING (shard, doc_id)
