@@ -114,3 +114,21 @@ def settings_origin(config: Any, asset_name: str) -> dict[str, str]:
     origin = {name: "launchpad" for name in explicit}
     origin.update({name: "settings file" for name in table if name not in explicit})
     return origin
+
+
+def lasting_compute():
+    """The engine for the parallel work inside a step (`resources.compute.Compute`) with the
+    `[compute]` table of the settings file, so every run, whoever starts it, uses the same
+    cluster settings:
+
+        [compute]
+        ray_address = "ray://head.internal:10001"   # env RAY_ADDRESS, when set, wins
+        num_cpus_per_task = 1
+        max_task_retries = 3
+        max_in_flight = 64
+
+    No table and no RAY_ADDRESS: in-process, as before."""
+    from resources.compute import RAY_ADDRESS_ENV, Compute
+
+    exclude = ("ray_address",) if os.environ.get(RAY_ADDRESS_ENV) else ()
+    return with_settings(Compute(), "compute", exclude=exclude)

@@ -51,3 +51,23 @@ def test_an_unknown_key_or_a_wrong_type_names_the_file(settings_file):
     settings_file.write_text('[sized]\nn_items = "many"\n')
     with pytest.raises(SettingsError, match=str(settings_file)):
         with_settings(SizesConfig(), "sized")
+
+
+def test_the_compute_table_configures_the_engine_of_every_step_and_ray_address_in_the_env_wins(settings_file, monkeypatch):
+    from synth_assets.settings import lasting_compute
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    settings_file.write_text("[other]\nx = 1\n")
+    assert lasting_compute().model_dump() == {"ray_address": None, "num_cpus": None, "num_cpus_per_task": 1.0,
+                                              "max_task_retries": 3, "max_in_flight": None}
+    assert not lasting_compute().distributed  # no file, no env: in-process
+    settings_file.write_text('[compute]\nray_address = "ray://head:10001"\nnum_cpus_per_task = 2\nmax_in_flight = 8\n')
+    compute = lasting_compute()
+    assert (compute.ray_address, compute.num_cpus_per_task, compute.max_in_flight, compute.max_task_retries) == (
+        "ray://head:10001", 2.0, 8, 3)
+    monkeypatch.setenv("RAY_ADDRESS", "ray://other:10001")
+    assert lasting_compute().ray_address == "ray://other:10001"  # the environment's cluster, the file's sizes
+    assert lasting_compute().max_in_flight == 8
+    settings_file.write_text("[compute]\nmax_inflight = 8\n")
+    with pytest.raises(SettingsError, match="max_inflight.*its settings are: max_in_flight, max_task_retries"):
+        lasting_compute()

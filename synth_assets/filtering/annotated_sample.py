@@ -10,12 +10,11 @@ import dagster as dg
 import polars as pl
 from pydantic import BaseModel, Field
 
-from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource, StructuredResult, estimate_tokens
 from resources.llm.batches import DEFAULT_BATCH_SIZE, complete_json_in_batches, engine_name
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
-from synth_assets.settings import settings_origin, with_settings
+from synth_assets.settings import lasting_compute, settings_origin, with_settings
 from synth_assets.common.tables import markdown_table, table_result
 
 # Bump when the rubric, the messages or the schema change: it is part of the asset's
@@ -378,7 +377,7 @@ def annotated_sample(
             session.log_estimate(len(requests), prompt_tokens, config.max_tokens)
             # on a Ray cluster (RAY_ADDRESS) the gradings run as batches on the workers; the
             # session's totals then come from the ledger rows of this run and asset
-            compute = Compute()
+            compute = lasting_compute()
             compute_used = engine_name(session, compute)
             results = complete_json_in_batches(session, requests, Grade, compute, config.batch_size)
             threshold = resolve_label_threshold(config.label_threshold, session.endpoint.is_local)

@@ -28,6 +28,7 @@ from synth_assets.filtering.features import EMBEDDINGS
 from synth_assets.filtering.quality_classifier import VERSIONS_TABLE, QualityModel, load_model
 from synth_assets.ingest.corpus_shards import SHARDS_PER_RUN
 from synth_assets.ingest.shards import corpus_shard_partitions
+from synth_assets.settings import lasting_compute
 
 CORPUS_SCORES = "corpus_scores"
 CORPUS_SCORES_KEY = dg.AssetKey("corpus_scores")
@@ -207,7 +208,7 @@ def corpus_scores(
     large corpus ahead of it across runs (and Ray workers)."""
     classifier = resolve_classifier(warehouse, config.classifier_version)
     model = load_model(classifier["artefact_path"])
-    compute = Compute()
+    compute = lasting_compute()
     session_scope = llm.session(context, warehouse) if model.feature_set == EMBEDDINGS else nullcontext(None)
     with session_scope as session:
         scored = score_shards(

@@ -12,7 +12,7 @@ from resources.compute import Compute
 from resources.llm import LLMResource
 from resources.warehouse import Lake, Warehouse
 from synth_assets.automation import on_upstream_change
-from synth_assets.settings import settings_origin, with_settings
+from synth_assets.settings import lasting_compute, settings_origin, with_settings
 from synth_assets.filtering.corpus_scores import (  # noqa: F401  (iter_batches: the streaming reader)
     CORPUS_SCORES,
     iter_batches,
@@ -210,7 +210,7 @@ def filtered_textbook(
         session_scope = llm.session(context, warehouse) if model.feature_set == EMBEDDINGS else nullcontext(None)
         with session_scope as session:
             # Ray when RAY_ADDRESS names a cluster (README "Many machines"), else in-process.
-            compute = Compute()
+            compute = lasting_compute()
             totals = filter_corpus(
                 warehouse, lake, row, config, context.run_id, compute, session, context.log.info, context.instance
             )

@@ -14,13 +14,12 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from resources.compute import Compute
 from resources.warehouse import Warehouse
 from synth_assets.common.tables import markdown_table
 from synth_assets.ingest.corpus import ShardSummary, lasting_config, lasting_sources, materialize_shards
 from synth_assets.ingest.shards import ShardError, corpus_shard_partitions, find_shard, plan_shards
 from synth_assets.ingest.sources import SourceNotFound
-from synth_assets.settings import SettingsError
+from synth_assets.settings import SettingsError, lasting_compute
 
 CORPUS_SHARDS_KEY = dg.AssetKey("corpus_shards")
 # Shards per run of a backfill: few enough that a failed run redoes little, enough that
@@ -84,7 +83,7 @@ def corpus_shards(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg
         selected = [find_shard(key, shards) for key in context.partition_keys]
     except (SourceNotFound, SettingsError, ShardError) as exc:
         raise dg.Failure(description=f"corpus_shards: {exc}") from exc
-    compute = Compute()
+    compute = lasting_compute()
     summaries = materialize_shards(warehouse, selected, config, context.run_id, compute)
     rows = [(s.shard, s.documents, s.rejected, s.near_dedup.signed_documents) for s in summaries]
     return dg.MaterializeResult(

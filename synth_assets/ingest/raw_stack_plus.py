@@ -53,7 +53,7 @@ from synth_assets.ingest.corpus_shards import (
 )
 from synth_assets.ingest.shards import Shard, ShardError, plan_shards
 from synth_assets.ingest.sources import SOURCE_KINDS, SourceNotFound, require_path
-from synth_assets.settings import SettingsError
+from synth_assets.settings import SettingsError, lasting_compute
 
 RAW_TABLE = "raw_stack_plus"
 REMOVED_TABLE = "dedup_removed"
@@ -375,7 +375,7 @@ def raw_stack_plus(context: dg.AssetExecutionContext, config: RawStackPlusConfig
             plan = plan_corpus(lake, config, registered_shards(context.instance))
             if plan.lasting:
                 register_shards(context.instance, [s.key for s in plan.shards])
-            compute = Compute()  # Ray when RAY_ADDRESS names a cluster, else in-process
+            compute = lasting_compute()  # Ray when RAY_ADDRESS names a cluster, else in-process
             summary = ingest(
                 warehouse, config, context.log.info, lake, context.run_id, compute,
                 on_shard=lambda shard: context.instance.report_runless_asset_event(shard_materialization(shard, context.run_id)),

@@ -18,13 +18,12 @@ import dagster as dg
 import polars as pl
 from pydantic import BaseModel, Field
 
-from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource
 from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_code_change
 from synth_assets.common.tables import table_result
-from synth_assets.settings import settings_origin, with_settings
+from synth_assets.settings import lasting_compute, settings_origin, with_settings
 from synth_assets.instructions.execution import ExecutionConfig, attach_code_verdicts
 from synth_assets.instructions.filters import (
     DEFAULT_BLACKLIST, MAX_WORDS, MIN_WORDS, ROUGE_L_THRESHOLD, InstructionFilter, instance_rejection, screen_instruction,
@@ -177,7 +176,7 @@ def alpaca_instructions(
             ChatRequest(build_messages(p, by_id), temperature=config.temperature, max_tokens=config.max_tokens, row_id=p.plan_id)
             for p in plans
         ]
-        with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute()) as session:
             session.log_estimate(len(requests), 450, config.max_tokens)
             results = complete_json(session, requests, schema=AlpacaTask, local_lengths=LOCAL_LENGTHS)
             rows, rejects = alpaca_rows(plans, results, seeds, rules, session.model)

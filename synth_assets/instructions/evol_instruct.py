@@ -27,13 +27,12 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource
 from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_code_change
 from synth_assets.common.tables import table_result
-from synth_assets.settings import settings_origin, with_settings
+from synth_assets.settings import lasting_compute, settings_origin, with_settings
 from synth_assets.instructions.evol_prompts import (
     COPIED_PROMPT_WORDS, DEFAULT_OPERATIONS, METHODS, EvolvedPrompt, Equality, equality_messages, evolve_messages,
     response_messages,
@@ -237,7 +236,7 @@ def evol_instruct(
     chains = [Chain(task, [task.task_id], [given_prompt(task)]) for task in sample]
     rows, rejects = [], []
     with warehouse.materialization(context) as lake:
-        with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute()) as session:
             session.log_estimate(len(chains) * config.rounds * 3, 400, config.response_max_tokens)
             for round_number in range(1, config.rounds + 1):
                 round_rows, round_rejects = evolve_round(session, chains, round_number, config)

@@ -14,13 +14,12 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource
 from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
 from synth_assets.common.tables import markdown_table, table_result
-from synth_assets.settings import settings_origin, with_settings
+from synth_assets.settings import lasting_compute, settings_origin, with_settings
 from synth_assets.instructions import alpaca_instructions, evol_instruct, self_instruct, self_qa
 from synth_assets.instructions.judge_rubrics import LOCAL_LENGTHS, SCORE_MAX, SCORE_MIN, Judgement, judge_messages
 from synth_assets.instructions.rows import complete_json, failure_reason
@@ -175,7 +174,7 @@ def llm_judge(
     verdicts: list[dict] = []
     missing = []
     with warehouse.materialization(context) as lake:
-        with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute()) as session:
             for dataset in wanted:
                 if not lake.table_exists(dataset.name):
                     missing.append(dataset.name)

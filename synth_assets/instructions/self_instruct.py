@@ -18,13 +18,12 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource
 from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_code_change
 from synth_assets.common.tables import table_result
-from synth_assets.settings import settings_origin, with_settings
+from synth_assets.settings import lasting_compute, settings_origin, with_settings
 from synth_assets.instructions.execution import ExecutionConfig, attach_code_verdicts
 from synth_assets.instructions.filters import (
     DEFAULT_BLACKLIST, MAX_WORDS, MIN_WORDS, ROUGE_L_THRESHOLD, InstructionFilter, clean_candidate, instance_rejection,
@@ -242,7 +241,7 @@ def self_instruct(
     config = with_settings(config, "self_instruct")
     with warehouse.materialization(context) as lake:
         seeds = list(load_seed_tasks()) + exercise_seed_tasks(lake, config.n_exercise_seeds)
-        with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute()) as session:
             n_calls = config.rounds * config.requests_per_round
             session.log_estimate(n_calls * 3, 350, config.max_tokens)
             machine, rejects, pool_sizes = generate_pool(session, seeds, config)

@@ -16,13 +16,12 @@ import dagster as dg
 import polars as pl
 from pydantic import BaseModel, Field
 
-from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource
 from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
 from synth_assets.common.tables import table_result
-from synth_assets.settings import settings_origin, with_settings
+from synth_assets.settings import lasting_compute, settings_origin, with_settings
 from synth_assets.filtering.filtered_textbook import FILTERED_TABLE, filtered_textbook
 from synth_assets.instructions.execution import ExecutionConfig, attach_code_verdicts
 from synth_assets.instructions.filters import (
@@ -194,7 +193,7 @@ def self_qa(
     config = with_settings(config, "self_qa")
     with warehouse.materialization(context) as lake:
         documents = sample_documents(lake, config.n_documents, config.seed)
-        with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute()) as session:
             session.log_estimate(len(documents) * (1 + config.questions_per_document), 500, config.answer_max_tokens)
             question_results = complete_json(
                 session,

@@ -26,7 +26,6 @@ import dagster as dg
 import polars as pl
 from pydantic import BaseModel, Field
 
-from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource, StructuredResult
 from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
@@ -34,7 +33,7 @@ from synth_assets.automation import on_code_change
 from synth_assets.common.sandbox import SandboxLimits, SandboxUnavailable, require_isolation
 from synth_assets.common.tables import counts_markdown, table_result
 from synth_assets.ingest.raw_stack_plus import raw_stack_plus
-from synth_assets.settings import settings_origin, with_settings
+from synth_assets.settings import lasting_compute, settings_origin, with_settings
 from synth_assets.synthesis.case2code_functions import LeftOutFunction, SelectedFunction, select_functions
 from synth_assets.synthesis.case2code_prompts import choose_prompt
 from synth_assets.synthesis.interpreter_tests import usable_arguments
@@ -217,7 +216,7 @@ def case2code(
                         max_tokens=config.max_tokens, row_id=f.function_id)
             for f in functions
         ]
-        with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute()) as session:
             session.log_estimate(len(requests), 250, config.max_tokens)
             results = session.complete_json(requests, schema=ProposedInputs)
             rows, rejects = case_rows(functions, results, config, limits, session.model)

@@ -21,7 +21,6 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource, StructuredResult
 from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
@@ -29,7 +28,7 @@ from synth_assets.automation import on_code_change
 from synth_assets.common.sandbox import SandboxJob, SandboxLimits, SandboxUnavailable, require_isolation, run_many
 from synth_assets.common.tables import counts_markdown, table_result
 from synth_assets.ingest.raw_stack_plus import raw_stack_plus
-from synth_assets.settings import settings_origin, with_settings
+from synth_assets.settings import lasting_compute, settings_origin, with_settings
 from synth_assets.synthesis.diversity import diversity_metadata
 from synth_assets.synthesis.exercise_drafts import (
     PROMPT_VERSION,
@@ -284,7 +283,7 @@ def code_exercises(
             raise dg.Failure(description=str(exc)) from exc
         if not isolation["isolated"]:
             context.log.warning(f"code_exercises: executing generated code UNISOLATED: {isolation['missing']}")
-        with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute()) as session:
             tests_from = resolve_tests_from(config.tests_from, session.endpoint.is_local)
             session.log_estimate(len(plans), 300, config.max_tokens)
             rows, rejects = generate(session, plans, tests_from, config, limits)

@@ -22,14 +22,13 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, Field
 
-from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource, StructuredResult
 from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_code_change
 from synth_assets.common.tables import counts_markdown, table_result
 from synth_assets.ingest.raw_stack_plus import raw_stack_plus
-from synth_assets.settings import settings_origin, with_settings
+from synth_assets.settings import lasting_compute, settings_origin, with_settings
 from synth_assets.synthesis.prompt_plans import (
     PERSONA_JACCARD_THRESHOLD,
     Persona,
@@ -298,7 +297,7 @@ def personas(
     catalog_rows = [PersonaRow(text, "catalog", 0) for text in load_catalog().personas]
     with warehouse.materialization(context) as lake:
         docs = sample_corpus_files(lake, CORPUS_TABLES, config.n_docs, config.seed)
-        with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute()) as session:
             session.log_estimate(len(docs) * (1 + config.hops), 250, config.max_tokens)
             grown, rejects = grow_personas(session, docs, config)
             kept, duplicates = dedupe(catalog_rows + grown, session.embed, config.jaccard_threshold, config.cosine_threshold)

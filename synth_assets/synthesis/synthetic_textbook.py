@@ -24,13 +24,12 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from resources.compute import Compute
 from resources.llm import ChatResult, LLMResource
 from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
 from synth_assets.automation import on_upstream_change
 from synth_assets.common.tables import counts_markdown, table_result
-from synth_assets.settings import settings_origin, with_settings
+from synth_assets.settings import lasting_compute, settings_origin, with_settings
 from synth_assets.synthesis.diversity import NEAR_DUP_THRESHOLD, diversity_metadata, find_near_duplicates
 from synth_assets.synthesis.prompt_plans import TextbookPrompt
 from synth_assets.synthesis.textbook_extract import (
@@ -285,7 +284,7 @@ def synthetic_textbook(
     lengths = Lengths(config.max_tokens, config.summary_max_tokens, config.sentence_max_tokens)
     with warehouse.materialization(context) as lake:
         plans = load_plans(lake)
-        with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute()) as session:
             calls_each = 3 if config.generation_mode == "iterative" else 1
             session.log_estimate(len(plans) * calls_each, 250, config.max_tokens)
             steps, results = generate_sections(session, plans, config.generation_mode, lengths, config.temperature,
