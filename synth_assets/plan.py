@@ -55,17 +55,19 @@ SEED_ARTICLE_MODELS = ("gpt-4", "gpt-3.5-turbo")
 ASSUMED_FIRST_TOKEN_S = 0.5
 ASSUMED_DECODE_TOKENS_PER_S = 60
 
-# Measured by bench/scale.py on the shared 2-core dev box, 2026-11-29 (load average 4-12):
-#   .venv/bin/python -m bench.scale        # 20,000 and 100,000 documents
-# rates per CPU second of the 100k run (site-packages chunks, ~2.2k characters each; two
-# other runs that day gave ingest 2.0-2.7 and scoring 3.5-4.4 MB per CPU second); the LLM
-# client's CPU per call is marginal between the two sizes (start-up left out).
+# Measured by bench/scale.py on the 2-core dev box, 2026-11-29 (load average 1-7), at its
+# largest size, 1M documents (site-packages chunks, ~2.5k characters each; DuckDB's memory
+# limit at 2 GB), the corpus in shards, near-dedup out of core:
+#   .venv/bin/python -m bench.scale --sizes 100000 1000000 --duckdb-memory-limit 2GB \
+#       --baseline bench/results/scale.json --out bench/results/scale-1m.json
+# Rates per CPU second of the 1M run; the LLM client's CPU per call is marginal between
+# the two sizes (start-up left out); peak RSS growth per document between the two sizes
+# (DuckDB's memory limit caps it).
 MEASURED_THROUGHPUTS = {
-    "ingest_dedup_chars_per_cpu_s": 2.66e6,
-    "scoring_chars_per_cpu_s": 3.46e6,
-    "llm_client_cpu_s_per_call": 0.0083,
-    # peak RSS growth of raw_stack_plus per document: its in-memory signatures and LSH
-    "ingest_dedup_peak_rss_bytes_per_doc": 18_368.0,
+    "ingest_dedup_chars_per_cpu_s": 3.45e6,
+    "scoring_chars_per_cpu_s": 1.73e6,
+    "llm_client_cpu_s_per_call": 0.0049,
+    "ingest_dedup_peak_rss_bytes_per_doc": 1_907.0,
 }
 
 
@@ -242,8 +244,10 @@ def print_assumptions(settings: PlanSettings, files: int, source: str) -> None:
           f"{human(settings.llm_in_flight)} requests in flight at {per_call}; provider rate limits and the sandbox "
           "runs of exercises not counted.")  # fmt: skip
     per_document = settings.throughputs["ingest_dedup_peak_rss_bytes_per_doc"]
-    print(f"today's near-dedup holds every signature in one process: ~{per_document / 1024:.0f} KiB per document "
-          f"(bench peak RSS growth), ~{files * per_document / 2**30:,.0f} GiB for {human(files)} files (issue 12: out-of-core dedup)")  # fmt: skip
+    print(f"memory: near-dedup runs out of core (DuckDB SQL over the stored signatures, spilling past "
+          f"SYNTH_ASSETS_DUCKDB_MEMORY_LIMIT); the benchmark's peak RSS grew ~{per_document / 1024:.1f} KiB per "
+          f"document between its two sizes, which DuckDB's memory limit caps (1M documents: under 3 GiB at a 2 GB "
+          f"limit); per-shard tasks hold one shard at a time")  # fmt: skip
     print(f"throughputs ({source}): " + ", ".join(f"{k} {v:,.4g}" for k, v in settings.throughputs.items() if isinstance(v, float)))
 
 
@@ -274,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
           f"keeps {PHI1_KEEP_TOKEN_SHARE:.0%} = {human(settings.tokens * PHI1_KEEP_TOKEN_SHARE)} tokens (phi-1 section 2.1)")  # fmt: skip
     print_plan(stages, settings)
     print_beside_seed_article(settings, stages, compared)
-    print_assumptions(settings, files, args.throughputs or "MEASURED_THROUGHPUTS, bench/scale.py 2026-11-29")
+    print_assumptions(settings, files, args.throughputs or "MEASURED_THROUGHPUTS, bench/scale.py at 1M documents, 2026-11-29")
     return 0
 
 
