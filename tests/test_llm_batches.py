@@ -308,3 +308,10 @@ def test_one_budget_holds_over_every_round_of_a_generation_step(tmp_path, local_
     assert ROUND_SIZE < paid.height < 2 * ROUND_SIZE  # the first round whole, the second in part
     assert paid["cost_usd"].sum() <= budget  # over both rounds, not per round
     assert (rows["status"] == "budget_exceeded").sum() == 2 * ROUND_SIZE - paid.height
+    # and the step's budget actor went with the step (a detached actor would outlive the run)
+    import ray
+
+    from resources.llm.cluster_limits import BUDGET_PREFIX, NAMESPACE
+
+    with pytest.raises(ValueError):
+        ray.get_actor(f"{BUDGET_PREFIX}{result.run_id}/two_rounds/-", namespace=NAMESPACE)

@@ -59,7 +59,7 @@ from typing import Any
 import dagster as dg
 import pydantic
 
-from resources.compute import Compute, TaskContext
+from resources.compute import Compute, RayEngine, TaskContext
 from resources.llm.budget import ClusterBudget
 from resources.llm.cluster_limits import BUDGET_PREFIX, NAMESPACE
 from resources.llm.endpoint import OPENAI_API_KEY_ENV, PLACEHOLDER_KEYS, resolve_api_key
@@ -140,14 +140,16 @@ class BatchedSession:
     (summaries, then sentences, then sections) each go out as batches, and all of them
     spend from the materialization's one cluster-wide budget. Made by `on_cluster`."""
 
-    def __init__(self, session: LLMSession, compute: Compute, batch_size: int | None = None) -> None:
+    def __init__(self, session: LLMSession, compute: Compute, batch_size: int | None = None,
+                 ray_engine: RayEngine | None = None) -> None:
         batch_size = session.resource.cluster_batch_size if batch_size is None else batch_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.session = session
         self.compute = compute
         self.batch_size = batch_size
-        self.engine = engine_name(session, compute)  # for the asset's `compute` metadata
+        self.ray_engine = ray_engine  # the step's connection to the cluster, open across rounds
+        self.engine = "ray" if ray_engine is not None else "in-process"  # for the asset's `compute` metadata
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.session, name)
@@ -166,10 +168,10 @@ class BatchedSession:
             if schema is None:
                 return session.complete(requests)
             return session.complete_json(requests, schema=schema)
-        return run_in_batches(session, requests, schema, self.compute, self.batch_size)
+        return run_in_batches(session, requests, schema, self.ray_engine, self.batch_size)
 
     def close(self) -> None:
-        if self.engine == "ray":
+        if self.ray_engine is not None:  # still connected: the actor is on the cluster
             drop_budget_actor(self.session, task_context_of(self.session.context))
 
 
@@ -179,19 +181,23 @@ def on_cluster(session: LLMSession, compute: Compute, batch_size: int | None = N
     the session, its calls spread over the Ray cluster when one is named, in batches of
     `batch_size` requests (default: the llm resource's `cluster_batch_size`). Leaving the block
     drops the materialization's cluster budget actor (kept between rounds of calls, so the
-    budget holds over all of them)."""
-    batched = BatchedSession(session, compute, batch_size)
-    try:
-        yield batched
-    finally:
-        batched.close()
+    budget holds over all of them). The step connects to the cluster once, for every round."""
+    if not runs_on_cluster(session, compute):
+        yield BatchedSession(session, compute, batch_size)
+        return
+    with compute.engine() as engine:
+        batched = BatchedSession(session, compute, batch_size, engine)
+        try:
+            yield batched
+        finally:
+            batched.close()
 
 
 def run_in_batches(
     session: LLMSession,
     requests: list[ChatRequest],
     schema: type[pydantic.BaseModel] | None,
-    compute: Compute,
+    engine: RayEngine,
     batch_size: int,
 ) -> list:
     """One round of calls as Ray tasks of `batch_size` requests: `complete_json` with a
@@ -213,22 +219,21 @@ def run_in_batches(
     outcomes: dict[int, BatchOutcome] = {}
     started = last_log = time.monotonic()
     try:
-        with compute.engine() as engine:
-            session.log.info(
-                f"LLM: {len(requests)} requests in {n_batches} batches of up to {batch_size} on {engine.name} "
-                f"({engine.workers} workers)"
-            )
-            for outcome in engine.map(run_batch, batches()):
-                outcomes[outcome.index] = outcome
-                if time.monotonic() - last_log >= session.resource.progress_interval_s or len(outcomes) == n_batches:
-                    last_log = time.monotonic()
-                    done = sum(len(o.results) for o in outcomes.values())
-                    session.log.info(
-                        f"LLM batches: {len(outcomes)}/{n_batches} done, {done}/{len(requests)} requests, "
-                        f"{time.monotonic() - started:.1f}s"
-                    )
-            workers = sorted({o.worker for o in outcomes.values()})
-            session.log.info(f"LLM: {n_batches} batches ran in {len(workers)} worker processes: {', '.join(workers)}")
+        session.log.info(
+            f"LLM: {len(requests)} requests in {n_batches} batches of up to {batch_size} on {engine.name} "
+            f"({engine.workers} workers)"
+        )
+        for outcome in engine.map(run_batch, batches()):
+            outcomes[outcome.index] = outcome
+            if time.monotonic() - last_log >= session.resource.progress_interval_s or len(outcomes) == n_batches:
+                last_log = time.monotonic()
+                done = sum(len(o.results) for o in outcomes.values())
+                session.log.info(
+                    f"LLM batches: {len(outcomes)}/{n_batches} done, {done}/{len(requests)} requests, "
+                    f"{time.monotonic() - started:.1f}s"
+                )
+        workers = sorted({o.worker for o in outcomes.values()})
+        session.log.info(f"LLM: {n_batches} batches ran in {len(workers)} worker processes: {', '.join(workers)}")
     finally:
         # whatever happened, the driver's report counts what the workers did spend
         absorb_worker_calls(session, [o.totals for o in outcomes.values()])
