@@ -134,19 +134,17 @@ def complete_json_in_batches(
 
 class BatchedSession:
     """An `LLMSession` whose `complete` and `complete_json` run as batches on the Ray
-    cluster when `compute` names one (in the session itself otherwise); everything else
+    cluster when `ray_engine` is the step's connection to one (in the session itself otherwise); everything else
     (`model`, `endpoint`, `embed`, `metadata`, `log_estimate`, ...) is the session's own.
     A generation step passes it wherever it passed the session: several rounds of calls
     (summaries, then sentences, then sections) each go out as batches, and all of them
     spend from the materialization's one cluster-wide budget. Made by `on_cluster`."""
 
-    def __init__(self, session: LLMSession, compute: Compute, batch_size: int | None = None,
-                 ray_engine: RayEngine | None = None) -> None:
+    def __init__(self, session: LLMSession, batch_size: int | None = None, ray_engine: RayEngine | None = None) -> None:
         batch_size = session.resource.cluster_batch_size if batch_size is None else batch_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.session = session
-        self.compute = compute
         self.batch_size = batch_size
         self.ray_engine = ray_engine  # the step's connection to the cluster, open across rounds
         self.engine = "ray" if ray_engine is not None else "in-process"  # for the asset's `compute` metadata
@@ -183,10 +181,10 @@ def on_cluster(session: LLMSession, compute: Compute, batch_size: int | None = N
     drops the materialization's cluster budget actor (kept between rounds of calls, so the
     budget holds over all of them). The step connects to the cluster once, for every round."""
     if not runs_on_cluster(session, compute):
-        yield BatchedSession(session, compute, batch_size)
+        yield BatchedSession(session, batch_size)
         return
     with compute.engine() as engine:
-        batched = BatchedSession(session, compute, batch_size, engine)
+        batched = BatchedSession(session, batch_size, engine)
         try:
             yield batched
         finally:

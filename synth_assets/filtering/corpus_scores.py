@@ -146,13 +146,13 @@ def score_shards(
 
 def report_scored_shards(
     instance: dg.DagsterInstance, shards: list[str], classifier_version: str, run_id: str, lake: Lake | None = None
-) -> list[str]:
+) -> None:
     """Record the shards filtered_textbook scored itself as runless `corpus_scores`
     materializations (registered shards only: a one-off corpus's shards are not partitions).
     With the `lake`, also the registered shards with no document in raw_stack_plus (a tree
     chunk no file fell in, a shard whose files were all duplicates of others') that were
     never reported: there is nothing to score in them, and the UI should not show them
-    missing forever. Returns the shards reported."""
+    missing forever."""
     registered = set(instance.get_dynamic_partitions(corpus_shard_partitions.name))
     reported = [(shard, None) for shard in shards if shard in registered]
     if lake is not None and registered:
@@ -166,7 +166,6 @@ def report_scored_shards(
         instance.report_runless_asset_event(
             dg.AssetMaterialization(asset_key=CORPUS_SCORES_KEY, partition=shard, metadata=metadata)
         )
-    return [shard for shard, _ in reported]
 
 
 def resolve_classifier(warehouse: Warehouse | Lake, version: str) -> dict[str, Any]:
