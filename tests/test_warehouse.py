@@ -82,6 +82,49 @@ def test_a_failed_materialization_leaves_the_last_good_snapshot_and_keeps_its_pa
     assert before.query("SELECT doc_id FROM scores ORDER BY 1")["doc_id"].to_list() == ["a", "b"]
 
 
+
+def test_a_partition_stages_in_a_local_file_and_publishes_its_rows_in_one_commit(warehouse):
+    def shard_rows(shard: str, docs: list[str]) -> pl.DataFrame:
+        return pl.DataFrame({"shard": [shard] * len(docs), "doc_id": docs})
+
+    def snapshots() -> int:
+        return int(warehouse.query("SELECT count(*) AS n FROM ducklake_snapshots('lake')")["n"][0])
+
+    # the first partition creates the live tables
+    with warehouse.materialization(name="docs", rows_of=("shard", ["s1"])) as lake:
+        lake.append_table("docs", shard_rows("s1", ["a", "b"]))
+    with warehouse.materialization(name="docs", rows_of=("shard", ["s2"])) as lake:
+        lake.append_table("docs", shard_rows("s2", ["c"]))
+
+    before = snapshots()
+    with warehouse.materialization(name="docs", rows_of=("shard", ["s1"])) as lake:
+        folder = lake.folder
+        lake.execute('CREATE TABLE docs AS SELECT * FROM lake.main.docs WHERE shard = \'s1\' AND doc_id = \'b\'')
+        for batch in (["d"], ["e", "f"]):  # batches commit to the local file, not to the lake
+            lake.append_table("docs", shard_rows("s1", batch))
+        lake.append_table("notes", pl.DataFrame({"shard": ["s1"], "note": ["new table"]}))
+        # staged rows first, live tables otherwise
+        assert lake.query("SELECT doc_id FROM docs ORDER BY 1")["doc_id"].to_list() == ["b", "d", "e", "f"]
+        assert warehouse.query("SELECT count(*) AS n FROM docs")["n"][0] == 3
+    assert snapshots() == before + 1  # the publish is the partition's only catalog commit
+    assert not folder.exists()
+    rows = warehouse.query("SELECT shard, doc_id FROM docs ORDER BY 2").rows()
+    assert rows == [("s1", "b"), ("s2", "c"), ("s1", "d"), ("s1", "e"), ("s1", "f")]
+    assert warehouse.query("SELECT note FROM notes")["note"].to_list() == ["new table"]
+
+    # a failed partition publishes nothing and leaves no file or attached database
+    good = warehouse.snapshot_id()
+    with pytest.raises(RuntimeError, match="worker lost"):
+        with warehouse.materialization(name="docs", rows_of=("shard", ["s2"])) as lake:
+            folder, attached = lake.folder, lake.catalog
+            lake.append_table("docs", shard_rows("s2", ["x"]))
+            raise RuntimeError("worker lost")
+    assert warehouse.snapshot_id() == good
+    assert warehouse.query("SELECT doc_id FROM docs WHERE shard = 's2'")["doc_id"].to_list() == ["c"]
+    assert not folder.exists()
+    with warehouse.connect() as conn:
+        assert attached not in {row[0] for row in conn.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
+
 def test_materialize_records_the_snapshot_and_the_lineage_command_reads_it(warehouse, capsys):
     from synth_assets.reports.lineage import main as lineage_main
 

@@ -34,9 +34,9 @@ from resources.warehouse.location import (
     default_warehouse_path,
 )
 from resources.warehouse.maintenance import DEFAULT_RETENTION_DAYS, MaintenanceReport, maintain
-from resources.warehouse.staging import StagedLake, stage_name
+from resources.warehouse.staging import PartitionStage, StagedLake, stage_name
 
-__all__ = ["Warehouse", "Lake", "StagedLake", "WarehouseMissing", "default_warehouse_path", "LAKE", "MAIN"]
+__all__ = ["Warehouse", "Lake", "StagedLake", "PartitionStage", "WarehouseMissing", "default_warehouse_path", "LAKE", "MAIN"]
 
 
 class Warehouse(dg.ConfigurableResource):
@@ -87,16 +87,20 @@ class Warehouse(dg.ConfigurableResource):
         name: str | None = None,
         rows_of: tuple[str, Sequence[str]] | None = None,
         run_id: str | None = None,
-    ) -> Iterator[StagedLake]:
-        """Stage a materialization's writes in its own schema; publish them in one
-        transaction when the block succeeds, keep them unpublished when it fails.
+    ) -> Iterator[StagedLake | PartitionStage]:
+        """Stage a materialization's writes; publish them in one transaction when the block
+        succeeds, publish nothing when it fails (staging.py).
         `rows_of=(column, keys)`: a partition's materialization, which replaces only the
-        live rows whose `column` is one of `keys` (the other partitions' rows stay)."""
+        live rows whose `column` is one of `keys` (the other partitions' rows stay); it
+        stages in a local file, so its publish is its only catalog commit."""
         asset = name or _asset_name(context)
         run_id = run_id or getattr(context, "run_id", None)
-        staged = StagedLake(self.location(), stage_name(asset, run_id), retry_timeout_s=self.retry_timeout_s)
-        if rows_of is not None:
-            staged.rows_of = (rows_of[0], tuple(rows_of[1]))
+        stage = stage_name(asset, run_id)
+        if rows_of is None:
+            staged = StagedLake(self.location(), stage, retry_timeout_s=self.retry_timeout_s)
+        else:
+            keys = (rows_of[0], tuple(rows_of[1]))
+            staged = PartitionStage(self.location(), stage, keys, retry_timeout_s=self.retry_timeout_s)
         leftover = staged.create()
         log = getattr(context, "log", None)
         if leftover and log is not None:
@@ -104,12 +108,13 @@ class Warehouse(dg.ConfigurableResource):
         try:
             yield staged
         except BaseException:
+            what = staged.abandon()
             if log is not None:
-                log.warning(f"not published: partial tables stay in schema {LAKE}.{staged.schema} for inspection")
+                log.warning(what)
             raise
         snapshot = staged.publish()
         if log is not None:
-            log.info(f"published {staged.schema} as lake snapshot {snapshot}")
+            log.info(f"published {stage} as lake snapshot {snapshot}")
 
     # ------------------------------------------------------------------ the live tables
 

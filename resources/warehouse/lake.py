@@ -132,10 +132,14 @@ def quote(name: str) -> str:
 
 
 class Lake:
-    """Tables in one schema of the lake: `main` (the live tables) or a run's staging schema.
+    """Tables in one schema of the lake: `main` (the live tables) or a run's staging schema
+    (or, for a partition, a local file attached beside the lake: staging.PartitionStage).
 
     In a staging schema, unqualified names resolve to the staged table first and to the live
     table otherwise, so an asset reads its inputs and its own partial output alike."""
+
+    # The attached database `schema` is in: the lake, or a partition's local staging file.
+    catalog: str = LAKE
 
     def __init__(
         self,
@@ -157,9 +161,9 @@ class Lake:
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         cursor = database(self.location, self.read_only, self.as_of_snapshot).cursor()
         try:
-            cursor.execute(f"USE {LAKE}.{quote(self.schema)}")
-            if self.schema != MAIN:
-                cursor.execute(f"SET search_path = '{LAKE}.{self.schema},{LAKE}.{MAIN}'")
+            cursor.execute(f"USE {quote(self.catalog)}.{quote(self.schema)}")
+            if (self.catalog, self.schema) != (LAKE, MAIN):
+                cursor.execute(f"SET search_path = '{self.catalog}.{self.schema},{LAKE}.{MAIN}'")
             yield cursor
         finally:
             cursor.close()
@@ -194,6 +198,10 @@ class Lake:
             yield cursor
         finally:
             cursor.close()
+
+    def qualified(self, name: str) -> str:
+        """`name` in this schema, never the live table of the same name."""
+        return f"{quote(self.catalog)}.{quote(self.schema)}.{quote(name)}"
 
     # ------------------------------------------------------------------ writes
 
@@ -265,43 +273,44 @@ class Lake:
     def table_exists(self, name: str) -> bool:
         return self.resolve(name) is not None
 
-    def resolve(self, name: str) -> str | None:
-        """The schema an unqualified `name` resolves to here (staged first), or None."""
+    def resolve(self, name: str) -> tuple[str, str] | None:
+        """(catalog, schema) an unqualified `name` resolves to here (staged first), or None."""
         with self._catalog_cursor() as conn:
-            schemas = {
-                row[0]
-                for row in conn.execute(
-                    "SELECT table_schema FROM information_schema.tables "
-                    "WHERE table_catalog = ? AND table_name = ?",
-                    [LAKE, name],
+            found = set(
+                conn.execute(
+                    "SELECT table_catalog, table_schema FROM information_schema.tables WHERE table_name = ?", [name]
                 ).fetchall()
-            }
-        for schema in (self.schema, MAIN):
-            if schema in schemas:
-                return schema
+            )
+        for place in ((self.catalog, self.schema), (LAKE, MAIN)):
+            if place in found:
+                return place
         return None
+
+    def owns(self, name: str) -> bool:
+        """`name` is a table of this schema (staged here, or live when this is `main`)."""
+        return self.resolve(name) == (self.catalog, self.schema)
 
     def columns(self, name: str) -> list[tuple[str, str]]:
         """(column, type) of the table `name` resolves to, in order."""
-        schema = self.resolve(name)
-        if schema is None:
+        place = self.resolve(name)
+        if place is None:
             return []
         with self.connect() as conn:
             return conn.execute(
                 "SELECT column_name, data_type FROM information_schema.columns "
                 "WHERE table_catalog = ? AND table_schema = ? AND table_name = ? ORDER BY ordinal_position",
-                [LAKE, schema, name],
+                [*place, name],
             ).fetchall()
 
     def tables(self, schema: str | None = None) -> list[str]:
-        """Base tables of `schema` (default: this one); [] when the schema does not exist."""
+        """Base tables of this schema, or of the lake's `schema`; [] when it does not exist."""
         with self._catalog_cursor() as conn:
             return [
                 row[0]
                 for row in conn.execute(
                     "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? "
                     "AND table_schema = ? AND table_type = 'BASE TABLE' ORDER BY table_name",
-                    [LAKE, schema or self.schema],
+                    [self.catalog if schema is None else LAKE, schema or self.schema],
                 ).fetchall()
             ]
 
@@ -313,7 +322,7 @@ class Lake:
     def _exists_here(self, conn: duckdb.DuckDBPyConnection, name: str) -> bool:
         found = conn.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ? AND table_name = ?",
-            [LAKE, self.schema, name],
+            [self.catalog, self.schema, name],
         ).fetchone()
         return bool(found and found[0])
 

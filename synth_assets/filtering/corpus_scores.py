@@ -98,7 +98,7 @@ def score_shard(task: ShardScoring, session: Any = None) -> int:
             f"WHERE shard = {shard} AND classifier_version = {version} "
             f"AND doc_id IN (SELECT doc_id FROM raw_stack_plus WHERE shard = {shard})"
         )
-        if lake.resolve(CORPUS_SCORES) == MAIN:
+        if lake.resolve(CORPUS_SCORES) == (LAKE, MAIN):
             lake.execute(f"CREATE OR REPLACE TABLE {quote(CORPUS_SCORES)} AS {kept}")
         else:
             lake.write_table(CORPUS_SCORES, pl.DataFrame(schema=SCORES_SCHEMA))
@@ -108,8 +108,8 @@ def score_shard(task: ShardScoring, session: Any = None) -> int:
         )
         model = load_model(task.artefact_path)
         scored = 0
-        # appended straight to the staged table (few catalog commits: they serialise
-        # across workers); the reader's snapshot does not see the rows appended meanwhile
+        # appended straight to the staged table (a local file: no catalog commit); the
+        # reader's snapshot does not see the rows appended meanwhile
         with lake.appender(CORPUS_SCORES) as append:
             for batch in iter_batches(lake, unscored, task.batch_size):
                 scores = score_batch(model, batch, session)

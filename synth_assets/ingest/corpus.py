@@ -33,7 +33,7 @@ from pydantic import Field
 
 from resources.compute import Compute
 from resources.warehouse import Warehouse
-from resources.warehouse.lake import LAKE, Lake, quote
+from resources.warehouse.lake import Lake, quote
 from synth_assets.common.tokens import approximate_token_count
 from synth_assets.ingest.dedup import NearDedupParams, content_hash, normalise_content
 from synth_assets.ingest.near_dedup import NearDedupStats, lsh_shape, signature_writer
@@ -172,8 +172,8 @@ class RawStackPlusConfig(dg.Config):
         "count is then kept, so membership stays stable); The Stack shards are its files, a StackOverflow dump "
         "is one shard.",
     )
-    # Each write is a catalog commit (~0.1 s, serialised across writers on a SQLite catalog):
-    # few large ones per shard; batch_bytes still bounds the memory.
+    # A shard's writes go to its local staging file (resources/warehouse/staging.py), a
+    # one-off corpus's to the run's staging schema (a catalog commit each): few large ones.
     batch_docs: int = Field(default=4096, description="Documents per staging write (bounds memory).")
     batch_bytes: int = Field(default=32_000_000, description="Content bytes per staging write (bounds memory).")
 
@@ -278,10 +278,10 @@ def create_corpus_tables(lake: Lake) -> None:
     def create(conn) -> None:
         for table, frame in empty.items():
             conn.register("_empty", frame)
-            conn.execute(f"CREATE OR REPLACE TABLE {LAKE}.{quote(lake.schema)}.{quote(table)} AS SELECT * FROM _empty")
+            conn.execute(f"CREATE OR REPLACE TABLE {lake.qualified(table)} AS SELECT * FROM _empty")
             conn.unregister("_empty")
         # qualified: an unqualified DROP in a staging schema would find the live table
-        conn.execute(f"DROP TABLE IF EXISTS {LAKE}.{quote(lake.schema)}.{quote(CORPUS_SIGNATURES)}")
+        conn.execute(f"DROP TABLE IF EXISTS {lake.qualified(CORPUS_SIGNATURES)}")
 
     lake.transaction(create)
 

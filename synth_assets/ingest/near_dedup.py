@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from resources.warehouse.lake import LAKE, Lake, quote
+from resources.warehouse.lake import Lake, quote
 from synth_assets.common.minhash import (
     EMPTY,
     MinHasher,
@@ -154,7 +154,7 @@ def signature_writer(
     """A `SignatureWriter` on a signatures `table` in `lake` (with a `shard` column when
     `shard` is given; a new table unless `fresh` is False and it exists), committing every
     `SIGNATURE_FLUSH_ROWS` rows (and the rest when the block ends)."""
-    qualified = f"{LAKE}.{quote(lake.schema)}.{quote(table)}"  # never the live table of the same name
+    qualified = lake.qualified(table)  # never the live table of the same name
     if fresh:
         lake.execute(f"DROP TABLE IF EXISTS {qualified}")
     shard_column = "shard VARCHAR, " if shard is not None else ""

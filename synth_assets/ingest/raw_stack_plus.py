@@ -175,7 +175,7 @@ def ingest(
     summary.seconds["write"] = time.perf_counter() - started
     dropped = [CURRENT_SHARDS, STAGING_NEAR] + ([] if plan.lasting else [CORPUS_DOCS, CORPUS_REJECTS, CORPUS_SIGNATURES, CORPUS_MANIFEST])
     for table in dropped:
-        if lake.resolve(table) == lake.schema:
+        if lake.owns(table):
             lake.execute(f"DROP TABLE {quote(table)}")
 
     removed = dict(lake.query(f'SELECT reason, count(*) AS n FROM "{REMOVED_TABLE}" GROUP BY reason').rows())
