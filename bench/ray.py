@@ -33,7 +33,7 @@ machine; the machine is noisy, so the load average is printed).
 
 Per-shard overhead: in-process, on a lake that already holds the corpus tables,
 `publish_shard` and `score_shard` of --tiny-shards shards of one document each (the fixed
-cost of a shard: staging schema, catalog commits, publish; for scoring also the model
+cost of a shard: its local staging file, the publish commit; for scoring also the model
 load), with the catalog commits (DuckLake snapshots) each makes.
 
 Rate limit: 64 concurrent generation requests, 32 from each of 2 Ray workers, through the

@@ -57,6 +57,28 @@ def test_tree_chunks_have_stable_membership_and_keep_their_count(tree):
     with pytest.raises(ValueError, match="share a name"):
         plan_shards([spec, spec])
 
+def test_listing_a_tree_for_the_sensor_holds_memory_per_chunk_not_per_file(tmp_path):
+    import tracemalloc
+
+    def listing_peak(files: int) -> int:
+        root = tmp_path / f"tree{files}"
+        for index in range(files):
+            folder = root / f"d{index // 40}"  # 40 files a directory, as a real tree has
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"m{index}.py").touch()
+        spec = SourceSpec(kind="python_tree", path=str(root), name="tree")
+        tracemalloc.start()
+        shards = plan_shards([spec], known_keys=["tree:tree-0000-of-0008"], keep_paths=False)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert len(shards) == 8 and sum(s.files for s in shards) == files
+        return peak
+
+    small, large = listing_peak(1_000), listing_peak(10_000)
+    # a line per file kept until the digest would grow ~10x (measured: ~1.2 MB -> ~11 MB)
+    assert large < 2 * small, (small, large)
+
+
 
 def run_defs(warehouse) -> dg.Definitions:
     return dg.Definitions(assets=[corpus_shards, raw_stack_plus], resources={"warehouse": warehouse})

@@ -130,29 +130,34 @@ def source_shards(
         return []
     common = {"source": name, "kind": spec.kind, "root": str(spec.path), "repo": spec.repo, "license": spec.license}
     if spec.kind == "python_tree":
-        errors: list[OSError] = []
-        files = [str(p) for p in iter_python_files(root, exclude_dirs, errors)]
-        chunks = registered_chunks(name, known_keys) or max(1, math.ceil(len(files) / max(1, files_per_shard)))
-        lines: dict[int, list[str]] = defaultdict(list)
+        base = str(root) if root.is_dir() else str(root.parent)
+        chunks = registered_chunks(name, known_keys)
+        if chunks is None:  # first listing: count the files (a walk that keeps nothing)
+            listed = sum(1 for _ in iter_python_files(root, exclude_dirs, []))
+            chunks = max(1, math.ceil(listed / max(1, files_per_shard)))
+        # one running digest per chunk, so listing holds no line per file (only the paths,
+        # and only with keep_paths)
+        digests: defaultdict = defaultdict(hashlib.sha256)
         paths: dict[int, list[str]] = defaultdict(list)
         unlisted: dict[int, list[tuple[str, str]]] = defaultdict(list)
         counts: Counter = Counter()
-        base = str(root) if root.is_dir() else str(root.parent)
-        for path in files:
+        errors: list[OSError] = []
+        for file in iter_python_files(root, exclude_dirs, errors):
+            path = str(file)
             relative = os.path.relpath(path, base)
             chunk = tree_chunk(relative, chunks)
-            lines[chunk].append(_stat_line(relative, path))
+            digests[chunk].update(_stat_line(relative, path).encode("utf-8", "surrogateescape"))
             counts[chunk] += 1
             if keep_paths:
                 paths[chunk].append(path)
         for error in errors:  # a directory that cannot be listed is reported once, by its chunk
             chunk = tree_chunk(os.path.relpath(str(error.filename), base), chunks)
             unlisted[chunk].append((str(error.filename), f"{type(error).__name__}: {error.strerror}"))
-            lines[chunk].append(f"{error.filename}\tunlisted\n")
+            digests[chunk].update(f"{error.filename}\tunlisted\n".encode("utf-8", "surrogateescape"))
         return [
             Shard(shard_key(name, tree_member(chunk, chunks)), **common, chunk=chunk, chunks=chunks,
-                  fingerprint=_digest(lines.get(chunk, [])), files=counts[chunk],
-                  paths=tuple(paths.get(chunk, ())), unlisted=tuple(unlisted.get(chunk, ())))
+                  fingerprint=(digests[chunk] if chunk in digests else hashlib.sha256()).hexdigest(),
+                  files=counts[chunk], paths=tuple(paths.get(chunk, ())), unlisted=tuple(unlisted.get(chunk, ())))
             for chunk in range(chunks)
         ]
     if spec.kind == "the_stack":
