@@ -165,7 +165,7 @@ def test_code_exercises_materializes_rows_rejects_and_sandbox_verdicts(warehouse
     corpus = pl.DataFrame({"doc_id": ["c1"], "content": ["def area(w, h):\n    return w * h\n" * 3]})
     warehouse.write_table("raw_stack_plus", corpus)
     n = 21
-    config = CodeExercisesConfig(n_exercises=n, sandbox_timeout_s=1.0, oss_instruct_fraction=0.5, max_samples=1)
+    config = CodeExercisesConfig(n_exercises=n, sandbox_timeout_s=3.0, oss_instruct_fraction=0.5, max_samples=1)  # 3 s: a good solution stays well inside it on a starved machine
     with OpenAIDouble(chat=exercise_responder) as server:
         result = dg.materialize(
             [code_exercises],
