@@ -50,7 +50,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from collections import Counter
@@ -59,6 +58,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from synth_assets.ingest.sources import RawDocument, read_python_tree, stdlib_path  # noqa: E402
 from tests.test_ui import (  # noqa: E402
     BACKFILL_QUERY,
     LAUNCH_BACKFILL,
@@ -66,6 +66,8 @@ from tests.test_ui import (  # noqa: E402
     SHARD_KEYS_QUERY,
     _free_port,
     _graphql,
+    _start_dagster_dev,
+    _stop_dagster_dev,
     _stop_sensors,
     _wait_for_code_location,
 )
@@ -102,22 +104,21 @@ query { runsOrError { ... on Runs { results { runId } } } }
 
 
 def stdlib_snippets() -> list[tuple[str, str]]:
-    """(relative path, source) of every top-level function and class of the standard
-    library's modules (tests and site-packages excluded) of a snippet's length."""
-    root = Path(sysconfig.get_paths()["stdlib"])
+    """(relative path, source) of every top-level function and class of a snippet's length
+    in the standard library, read as the pipeline reads it (its default exclusions)."""
+    root = Path(stdlib_path())
     snippets = []
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root)
-        if "site-packages" in rel.parts or any("test" in part for part in rel.parts):
+    for record in read_python_tree(root):
+        if not isinstance(record, RawDocument):
             continue
         try:
-            text = path.read_text(encoding="utf-8")
-            tree = ast.parse(text)
-        except (SyntaxError, UnicodeDecodeError, ValueError):
+            tree = ast.parse(record.content)
+        except (SyntaxError, ValueError):
             continue
+        rel = Path(record.origin).relative_to(root)
         for node in tree.body:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                segment = ast.get_source_segment(text, node)
+                segment = ast.get_source_segment(record.content, node)
                 if segment and SNIPPET_CHARS[0] <= len(segment) <= SNIPPET_CHARS[1]:
                     snippets.append((f"Lib/{rel.as_posix()}", segment + "\n"))
     return snippets
@@ -203,29 +204,6 @@ def register_with_the_sensor(home: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- dagster dev
-
-
-def start_dagster_dev(env: dict, data: Path, log: Path, port: int) -> subprocess.Popen:
-    """`dagster dev` in its own session (its process group is killed at the end), in the
-    throwaway data folder so any relative path the code falls back to lands there."""
-    with log.open("w") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"),
-             "-h", "127.0.0.1", "-p", str(port)],
-            cwd=data, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-
-def stop_dagster_dev(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
 
 
 def log_errors(log: Path, limit: int = 8) -> tuple[int, list[str]]:
@@ -425,7 +403,7 @@ def run_backfill(scratch: dict, args: argparse.Namespace, result: dict) -> None:
     port = _free_port()
     log = scratch["home"] / "dagster_dev.log"
     result["dagster_dev_log"] = str(log)
-    proc = start_dagster_dev(env, scratch["data"], log, port)
+    proc = _start_dagster_dev(env, scratch["data"], log, port)
     try:
         t0 = time.monotonic()
         _wait_for_code_location(port, proc, log)
@@ -443,7 +421,7 @@ def run_backfill(scratch: dict, args: argparse.Namespace, result: dict) -> None:
         times = _graphql(port, RUN_TIMES_QUERY, {"id": backfill_id})["partitionBackfillOrError"]
         all_run_ids = [r["runId"] for r in _graphql(port, ALL_RUNS_QUERY)["runsOrError"]["results"]]
     finally:
-        stop_dagster_dev(proc)
+        _stop_dagster_dev(proc)
         result["log_errors"], result["log_error_samples"] = log_errors(log)
     checks = check_backfill(backfill, keys, SHARDS_PER_RUN, manifest_run_ids(scratch["lake"]), all_run_ids,
                             args.shards)

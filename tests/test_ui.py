@@ -289,6 +289,30 @@ def _stop_sensors(env: dict, home: Path) -> None:
         assert proc.returncode == 0 and f"Stopped sensor {name}" in output, output
 
 
+def _start_dagster_dev(env: dict, data: Path, log: Path, port: int) -> subprocess.Popen:
+    """`dagster dev` in its own session (its process group is killed at the end). The
+    working directory is the throwaway data folder, so any relative `data/...` path the
+    code falls back to lands there, not in the repository."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"),
+             "-h", "127.0.0.1", "-p", str(port)],
+            cwd=data, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
+def _stop_dagster_dev(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def llm_double():
     with OpenAIDouble(chat=pipeline_chat) as server:
@@ -321,23 +345,12 @@ def dagster_dev(tmp_path_factory, stdlib_corpus, llm_double):
         env.pop(name, None)
     _stop_sensors(env, home)
     log = home / "dagster_dev.log"
-    with log.open("w") as out:
-        # The working directory is the throwaway data folder, so any relative `data/...`
-        # path the code falls back to lands there, not in the repository.
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"),
-             "-h", "127.0.0.1", "-p", str(port)],
-            cwd=data, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    proc = _start_dagster_dev(env, data, log, port)
     try:
         _wait_for_code_location(port, proc, log)
         yield {"port": port, "home": home, "log": log, "data": data, "warehouse": data / "lake"}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        _stop_dagster_dev(proc)
 
 
 RUNS_QUERY = """
