@@ -58,6 +58,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+from resources.compute import Compute
 from bench.scale import cpu_s, document_pool, peak_rss_mib, planted_recall, write_corpus
 
 ROUTES = ("pipeline", "reference")
@@ -116,7 +117,7 @@ def pipeline_route(folder: Path) -> dict:
     config = one_off_config(manifest["tree"])
     result, usage = measured(
         lambda: dg.materialize(
-            [raw_stack_plus], resources={"warehouse": warehouse}, run_config=dg.RunConfig({"raw_stack_plus": config})
+            [raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse}, run_config=dg.RunConfig({"raw_stack_plus": config})
         )
     )
     metadata = result.asset_materializations_for_node("raw_stack_plus")[0].metadata

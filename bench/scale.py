@@ -335,6 +335,7 @@ def run_size(folder: Path, latency_s: float, repeats: int, baseline_docs: int) -
     import dagster as dg
 
     from quality_checks.checks import all_check_specs, evaluate_spec
+    from resources.compute import Compute
     from resources.llm import LLMResource
     from tests.openai_double import TEST_KEY_REF
     from resources.warehouse import Warehouse
@@ -353,7 +354,7 @@ def run_size(folder: Path, latency_s: float, repeats: int, baseline_docs: int) -
         base_url=base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini", max_concurrency=64, max_cost_usd=None,
         progress_interval_s=3600,
     )  # fmt: skip
-    resources = {"warehouse": warehouse, "llm": llm}
+    resources = {"warehouse": warehouse, "llm": llm, "compute": Compute()}
     stages = Stages()
     count = lambda table: int(warehouse.query(f'SELECT count(*) AS n FROM "{table}"')["n"][0])  # noqa: E731
     try:

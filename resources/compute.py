@@ -15,14 +15,19 @@ through the driver. A task whose worker dies is retried by Ray (`max_task_retrie
 work that writes to the lake must therefore be idempotent per item (replace the item's
 rows, never append blindly), and LLM work is, because answers are cached before use.
 
-Why our own thin engine rather than dagster-ray's `ray_executor` or `RayRunLauncher`:
-those put a whole Dagster step or run on the cluster as a Ray job (job submission needs
-the dashboard's HTTP API and `ray[default]`), one task per step. Our parallelism is
-inside a step (thousands of shards or prompt batches per materialization), where Ray
-tasks in client mode are the natural unit; dagster-ray's `RayResource` does the same
-(`ray.init(address=...)`) with cluster lifecycle on top, which a user who runs KubeRay
-can swap in. The in-process default needs no Ray at all: `ray` is imported only when an
-address is given.
+Who connects to the cluster: either this resource itself (`ray_address`: `ray.init` for the
+step, `ray.shutdown` after), or a dagster-ray resource nested in it (`ray_cluster`), which
+Dagster sets up before the step and tears down after it, as dagster-ray does for any asset:
+
+    Compute(ray_cluster=LocalRay(ray_init_options={"num_cpus": 2}))     # a local cluster per step
+    Compute(ray_cluster=KubeRayInteractiveJob(...))                      # a KubeRay cluster per step
+
+dagster-ray's resources own the cluster's lifecycle (create, wait, `ray.init`, delete per
+its `lifecycle` policy); this resource owns what runs on it. Why dagster-ray's resources
+and not its `ray_executor` / `RayRunLauncher`: those put a whole Dagster step or run on the
+cluster as one Ray job, while our parallelism is inside a step (thousands of shards or
+prompt batches per materialization), where Ray tasks are the unit. The in-process default
+needs no Ray at all: `ray` is imported only when an address or a cluster resource is given.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import dagster as dg
+from dagster_ray import RayResource
 from pydantic import Field
 
 from resources.warehouse.lake import THREADS_ENV_VAR
@@ -104,6 +110,12 @@ class Compute(dg.ConfigurableResource):
         f"(the cluster this machine belongs to, after `ray start`), or '{LOCAL}' (start a local cluster for "
         f"this process, for tests and benchmarks). Unset (env {RAY_ADDRESS_ENV} unset too): in-process.",
     )
+    ray_cluster: RayResource | None = Field(
+        default=None,
+        description="A dagster-ray resource (LocalRay, KubeRayCluster, KubeRayInteractiveJob) that creates and "
+        "connects the cluster for each step and deletes it after, per its lifecycle policy. Set either this "
+        "or ray_address; with this set, the steps' tasks go to the cluster it connected.",
+    )
     num_cpus: int | None = Field(
         default=None, description=f"CPUs of a '{LOCAL}' cluster (default: every core). Ignored for a remote cluster."
     )
@@ -117,26 +129,33 @@ class Compute(dg.ConfigurableResource):
 
     @property
     def distributed(self) -> bool:
-        return bool(self.ray_address)
+        return self.ray_cluster is not None or bool(self.ray_address)
 
     @contextmanager
     def engine(self) -> Iterator[InProcessEngine | RayEngine]:
-        if not self.ray_address:
+        if not self.distributed:
             yield InProcessEngine()
             return
         import ray
 
         started_here = not ray.is_initialized()
         if started_here:
-            if self.ray_address == LOCAL:
-                ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
-            else:
-                ray.init(address=self.ray_address, log_to_driver=False)
+            self._connect(ray)
         try:
             yield RayEngine(self.max_task_retries, self.max_in_flight, self.num_cpus_per_task)
         finally:
             if started_here:
                 ray.shutdown()
+
+    def _connect(self, ray: Any) -> None:
+        """`ray.init` for this step; with a `ray_cluster`, only when its lifecycle left the
+        connection to us (`connect=False`): it normally connected before the step began."""
+        if self.ray_cluster is not None:
+            ray.init(address=self.ray_cluster.ray_address, **{"log_to_driver": False, **self.ray_cluster.ray_init_options})
+        elif self.ray_address == LOCAL:
+            ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=self.ray_address, log_to_driver=False)
 
 
 class TaskContext:

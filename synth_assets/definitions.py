@@ -23,6 +23,7 @@ from __future__ import annotations
 import dagster as dg
 
 from quality_checks.checks import all_asset_checks
+from resources.compute import Compute
 from resources.llm import LLMResource
 from resources.warehouse import Warehouse
 from synth_assets.automation import automation_sensor
@@ -103,5 +104,8 @@ defs = dg.Definitions(
     resources={
         "warehouse": Warehouse(),
         "llm": LLMResource(),
+        # in-process; RAY_ADDRESS or the settings' [compute] table name a cluster, or nest a
+        # dagster-ray resource: Compute(ray_cluster=KubeRayInteractiveJob(...)) (README "Many machines")
+        "compute": Compute(),
     },
 )

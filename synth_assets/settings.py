@@ -116,10 +116,9 @@ def settings_origin(config: Any, asset_name: str) -> dict[str, str]:
     return origin
 
 
-def lasting_compute():
-    """The engine for the parallel work inside a step (`resources.compute.Compute`) with the
-    `[compute]` table of the settings file, so every run, whoever starts it, uses the same
-    cluster settings:
+def lasting_compute(compute: Any = None):
+    """The step's `compute` resource (`resources.compute.Compute`; a default one when None) with the `[compute]` table of the settings file under it, so every run, whoever
+    starts it, uses the same cluster settings:
 
         [compute]
         ray_address = "ray://head.internal:10001"   # env RAY_ADDRESS, when set, wins
@@ -127,8 +126,15 @@ def lasting_compute():
         max_task_retries = 3
         max_in_flight = 64
 
-    No table and no RAY_ADDRESS: in-process, as before."""
+    A field the resource sets explicitly (in the definitions, or in a test) wins over the
+    file; a dagster-ray `ray_cluster` is the resource's alone (it is code, not a setting).
+    No table, no RAY_ADDRESS, no cluster resource: in-process, as before."""
     from resources.compute import RAY_ADDRESS_ENV, Compute
 
-    exclude = ("ray_address",) if os.environ.get(RAY_ADDRESS_ENV) else ()
-    return with_settings(Compute(), "compute", exclude=exclude)
+    compute = Compute() if compute is None else compute
+    environment = os.environ.get(RAY_ADDRESS_ENV)
+    if environment and "ray_address" not in compute.model_fields_set:
+        # the env's cluster, even when the resource was built before RAY_ADDRESS was set
+        fields = {name: getattr(compute, name) for name in compute.model_fields_set}
+        compute = Compute(**{**fields, "ray_address": environment})
+    return with_settings(compute, "compute", exclude=("ray_address",) if environment else ())

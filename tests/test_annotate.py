@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from resources.compute import Compute
 from resources.llm import LLMResource
 from synth_assets.filtering.annotated_sample import (
     PROMPT_VERSION,
@@ -199,7 +200,7 @@ def test_annotated_sample_grades_through_llm_layer_and_keeps_failed_rows(warehou
                           embedding_model="text-embedding-3-small")
         result = dg.materialize(
             [annotated_sample],
-            resources={"warehouse": warehouse, "llm": llm},
+            resources={"compute": Compute(), "warehouse": warehouse, "llm": llm},
             run_config=dg.RunConfig({"annotated_sample": AnnotateConfig(min_docs=12, max_docs=12, label_threshold=3)}),
         )
         chat_bodies = server.chat_requests
@@ -239,7 +240,7 @@ def test_annotated_sample_fails_clearly_on_empty_corpus(warehouse):
     warehouse.write_table("raw_stack_plus", raw_stack_plus_frame([("a", "x=1\n")]).clear())
     result = dg.materialize(
         [annotated_sample],
-        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
+        resources={"compute": Compute(), "warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
         raise_on_error=False,
     )
     assert not result.success
@@ -263,10 +264,10 @@ def test_the_settings_file_sizes_every_sample_and_the_launchpad_wins_for_its_run
     warehouse.write_table("raw_stack_plus", raw_stack_plus_frame(contents))
     with OpenAIDouble(chat=grading_responder) as server:
         llm = LLMResource(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini")
-        lasting = dg.materialize([annotated_sample], resources={"warehouse": warehouse, "llm": llm})
+        lasting = dg.materialize([annotated_sample], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm})
         assert warehouse.query("SELECT count(*) AS n FROM annotated_sample")["n"][0] == 3
         one_off = dg.materialize(
-            [annotated_sample], resources={"warehouse": warehouse, "llm": llm},
+            [annotated_sample], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm},
             run_config=dg.RunConfig({"annotated_sample": AnnotateConfig(min_docs=5, max_docs=5)}),
         )  # fmt: skip
         assert warehouse.query("SELECT count(*) AS n FROM annotated_sample")["n"][0] == 5

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 import dagster as dg
 import pytest
 
+from resources.compute import Compute
 from synth_assets.automation import automation_sensor
 from synth_assets.definitions import defs as project_defs
 from synth_assets.ingest.corpus_sensor import corpus_change_sensor, corpus_fingerprint, watched_corpus_paths
@@ -144,7 +145,7 @@ def test_daily_schedule_materializes_cost_report(warehouse, tmp_path):
         schedules=[daily_cost_report_schedule],
         # corpus_change_sensor targets corpus_shards and raw_stack_plus, which this code location does not hold
         sensors=[automation_sensor],
-        resources={"warehouse": warehouse},
+        resources={"compute": Compute(), "warehouse": warehouse},
     )
     dg.Definitions.validate_loadable(defs)
 

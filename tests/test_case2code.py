@@ -11,6 +11,7 @@ import dagster as dg
 import polars as pl
 
 from quality_checks.checks import all_asset_checks
+from resources.compute import Compute
 from synth_assets.synthesis.case2code import Case2CodeConfig, case2code, judge
 from synth_assets.synthesis.case2code_functions import select_functions
 from synth_assets.synthesis.case2code_prompts import TEMPLATES, choose_prompt, render
@@ -147,7 +148,7 @@ def test_case2code_rows_carry_outputs_the_program_really_computes(warehouse):
     checks = [c for c in all_asset_checks if any(k.asset_key == dg.AssetKey("case2code") for k in c.check_keys)]
     assert checks
     with OpenAIDouble(chat=inputs_responder) as server:
-        result = dg.materialize([case2code, *checks], resources={"warehouse": warehouse, "llm": llm_for(server)},
+        result = dg.materialize([case2code, *checks], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm_for(server)},
                                 run_config=dg.RunConfig({"case2code": config}))
     assert result.success
     rows = {r["function_name"]: r for r in warehouse.query("SELECT * FROM case2code").to_dicts()}

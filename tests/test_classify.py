@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from resources.compute import Compute
 from resources.llm import LLMResource
 from synth_assets.filtering.quality_classifier import (
     BASELINE,
@@ -257,7 +258,7 @@ def test_quality_classifier_asset_trains_saves_and_records_a_version(warehouse, 
                           embedding_model="text-embedding-3-small")
         config = ClassifierConfig(n_estimators=30, hashed_n_features=2**14, cv_folds=3, artefact_dir=str(artefacts))
         result = dg.materialize(
-            [quality_classifier], resources={"warehouse": warehouse, "llm": llm},
+            [quality_classifier], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm},
             run_config=dg.RunConfig({"quality_classifier": config}),
         )
         assert len(server.embedding_requests) >= 1
@@ -288,7 +289,7 @@ def test_quality_classifier_single_class_fails_naming_the_setting(warehouse, tmp
     config = ClassifierConfig(feature_sets=[HASHED_NGRAMS], artefact_dir=str(tmp_path / "m"))
     result = dg.materialize(
         [quality_classifier],
-        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
+        resources={"compute": Compute(), "warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
         run_config=dg.RunConfig({"quality_classifier": config}),
         raise_on_error=False,
     )
@@ -324,7 +325,7 @@ def test_the_settings_file_configures_every_training_run(warehouse, tmp_path, mo
     write_training_tables(warehouse)
     result = dg.materialize(
         [quality_classifier],
-        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
+        resources={"compute": Compute(), "warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
     )
     assert result.success
     row = warehouse.query(f"SELECT * FROM {VERSIONS_TABLE}").row(0, named=True)

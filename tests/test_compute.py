@@ -210,7 +210,7 @@ def test_filtered_textbook_on_a_ray_cluster_equals_the_in_process_run(tmp_path, 
             monkeypatch.delenv("RAY_ADDRESS", raising=False)
         result = dg.materialize(
             [filtered_textbook],
-            resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
+            resources={"compute": Compute(), "warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
         )
         assert result.success
         (event,) = result.asset_materializations_for_node("filtered_textbook")
@@ -375,16 +375,22 @@ def test_the_corpus_shards_on_a_ray_cluster_equal_the_in_process_run(tmp_path, l
             monkeypatch.delenv("RAY_ADDRESS", raising=False)
         warehouse = Warehouse(path=str(tmp_path / mode))
         with dg.instance_for_test() as instance:
-            result = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse}, instance=instance)
+            result = dg.materialize([raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse}, instance=instance)
             metadata = result.asset_materializations_for_node("raw_stack_plus")[0].metadata
             assert metadata["compute"].value == mode and metadata["shards_ingested_here"].value == 4
-        reader = warehouse.read_only()
-        tables[mode] = [
-            reader.query("SELECT shard, documents, rejected, fingerprint FROM corpus_shard_manifest ORDER BY shard"),
-            reader.query("SELECT shard, seq, doc_id, origin FROM corpus_documents ORDER BY shard, seq"),
-            reader.query("SELECT doc_id, origin, shard FROM raw_stack_plus ORDER BY doc_id"),
-            reader.query("SELECT doc_id, near_duplicate_of, reason, jaccard FROM dedup_removed ORDER BY doc_id, origin"),
-        ]
+        tables[mode] = ingested_tables(warehouse)
     assert tables["ray"][0].height == 4 and tables["ray"][3].height >= 8
     for ray_table, local_table in zip(tables["ray"], tables["in-process"]):
         assert ray_table.equals(local_table)
+
+
+def ingested_tables(warehouse: Warehouse) -> list[pl.DataFrame]:
+    """What raw_stack_plus stored, in a stable order: the shard manifest, the documents,
+    the deduplicated corpus and the removed duplicates."""
+    reader = warehouse.read_only()
+    return [
+        reader.query("SELECT shard, documents, rejected, fingerprint FROM corpus_shard_manifest ORDER BY shard"),
+        reader.query("SELECT shard, seq, doc_id, origin FROM corpus_documents ORDER BY shard, seq"),
+        reader.query("SELECT doc_id, origin, shard FROM raw_stack_plus ORDER BY doc_id"),
+        reader.query("SELECT doc_id, near_duplicate_of, reason, jaccard FROM dedup_removed ORDER BY doc_id, origin"),
+    ]

@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 
 from quality_checks.checks import all_check_specs, evaluate_spec
+from resources.compute import Compute
 from synth_assets.ingest.corpus import CORPUS_MANIFEST
 from synth_assets.ingest.corpus_sensor import corpus_change_sensor
 from synth_assets.ingest.corpus_shards import corpus_shards
@@ -85,7 +86,7 @@ def test_listing_a_tree_for_the_sensor_holds_memory_per_chunk_not_per_file(tmp_p
 
 
 def run_defs(warehouse) -> dg.Definitions:
-    return dg.Definitions(assets=[corpus_shards, raw_stack_plus], resources={"warehouse": warehouse})
+    return dg.Definitions(assets=[corpus_shards, raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse})
 
 
 def manifest(warehouse) -> dict[str, str]:
@@ -98,7 +99,7 @@ def test_a_changed_shard_reruns_alone_then_the_global_dedup(tree, tmp_path, ware
     defs = run_defs(warehouse)
     with dg.instance_for_test() as instance:
         # first run: raw_stack_plus ingests every shard itself and registers them
-        first = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse}, instance=instance)
+        first = dg.materialize([raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse}, instance=instance)
         metadata = first.asset_materializations_for_node("raw_stack_plus")[0].metadata
         assert metadata["shards"].value == 4 and metadata["shards_ingested_here"].value == 4
         keys = instance.get_dynamic_partitions("corpus_shard")
@@ -118,7 +119,7 @@ def test_a_changed_shard_reruns_alone_then_the_global_dedup(tree, tmp_path, ware
         assert request.partition_key == f"tree:tree-{tree_chunk('pkg/late.py', 4):04d}-of-0004"
 
         shard_run = dg.materialize(
-            [corpus_shards], resources={"warehouse": warehouse}, instance=instance, partition_key=request.partition_key
+            [corpus_shards], resources={"compute": Compute(), "warehouse": warehouse}, instance=instance, partition_key=request.partition_key
         )
         after_shard = manifest(warehouse)
         assert after_shard[request.partition_key] == shard_run.run_id
@@ -127,7 +128,7 @@ def test_a_changed_shard_reruns_alone_then_the_global_dedup(tree, tmp_path, ware
         }  # the other shards were not touched
 
         # the global step re-runs over the stored shards and ingests nothing itself
-        second = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse}, instance=instance)
+        second = dg.materialize([raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse}, instance=instance)
         metadata = second.asset_materializations_for_node("raw_stack_plus")[0].metadata
         assert metadata["shards_ingested_here"].value == 0
         assert warehouse.query("SELECT count(*) AS n FROM raw_stack_plus")["n"][0] == kept + 1
@@ -165,7 +166,7 @@ def test_a_backfill_run_ingests_many_shards_and_a_missing_shard_fails_clearly(tr
         assert counts == 36
 
         gone = dg.materialize(
-            [corpus_shards], resources={"warehouse": warehouse}, instance=instance,
+            [corpus_shards], resources={"compute": Compute(), "warehouse": warehouse}, instance=instance,
             partition_key="tree:tree-0009-of-0009", raise_on_error=False,
         )
         assert not gone.success
@@ -182,12 +183,12 @@ def dedup_sets(warehouse) -> tuple[set, set]:
 def test_the_duplicates_found_do_not_depend_on_the_sharding(tree, tmp_path, warehouse, monkeypatch):
     monkeypatch.setenv(CORPUS_PATHS_ENV, str(tree))
     settings(tmp_path, monkeypatch, files_per_shard=5)
-    dg.materialize([raw_stack_plus], resources={"warehouse": warehouse})
+    dg.materialize([raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse})
     sharded = dedup_sets(warehouse)
     assert len(manifest(warehouse)) == 8
 
     one_shard = dg.RunConfig(ops={"raw_stack_plus": {"config": {"files_per_shard": 1000}}})  # a one-off
-    result = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse}, run_config=one_shard)
+    result = dg.materialize([raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse}, run_config=one_shard)
     metadata = result.asset_materializations_for_node("raw_stack_plus")[0].metadata
     assert metadata["shards"].value == 1
     signing = metadata["near_dedup"].value  # signed per shard, counted from the lake
@@ -207,12 +208,12 @@ def test_a_source_taken_out_of_the_corpus_has_its_stored_shards_pruned(tree, tmp
     stack = make_stack_jsonl(tmp_path / "stack.jsonl")
     monkeypatch.setenv(CORPUS_PATHS_ENV, os.pathsep.join([str(tree), str(stack)]))
     settings(tmp_path, monkeypatch, files_per_shard=1000)
-    dg.materialize([raw_stack_plus], resources={"warehouse": warehouse})
+    dg.materialize([raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse})
     assert set(manifest(warehouse)) == {"tree:tree-0000-of-0001", "stack.jsonl:stack.jsonl"}
     assert "stack.jsonl" in set(warehouse.query("SELECT DISTINCT source FROM raw_stack_plus")["source"])
 
     monkeypatch.setenv(CORPUS_PATHS_ENV, str(tree))
-    result = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse})
+    result = dg.materialize([raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse})
     metadata = result.asset_materializations_for_node("raw_stack_plus")[0].metadata
     assert metadata["shards_pruned"].value == 1 and metadata["shards_ingested_here"].value == 0
     assert set(manifest(warehouse)) == {"tree:tree-0000-of-0001"}

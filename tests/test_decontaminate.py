@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from resources.compute import Compute
 from resources.llm import LLMResource
 from synth_assets.decontamination.benchmarks import load_humaneval
 from synth_assets.decontamination.contamination_report import REPORT_SCHEMA, DecontaminationConfig, contamination_report
@@ -48,7 +49,7 @@ def llm_for(server: OpenAIDouble) -> LLMResource:
 def run(warehouse, server, config: DecontaminationConfig, raise_on_error: bool = True):
     return dg.materialize(
         ASSETS,
-        resources={"warehouse": warehouse, "llm": llm_for(server)},
+        resources={"compute": Compute(), "warehouse": warehouse, "llm": llm_for(server)},
         run_config=dg.RunConfig({"contamination_report": config}),
         raise_on_error=raise_on_error,
     )
@@ -153,4 +154,4 @@ def test_stale_report_stops_the_kept_table(warehouse):
     extra = frame.head(1).with_columns(pl.lit("new-exercise").alias("exercise_id"))
     warehouse.append_table("code_exercises", extra)
     with pytest.raises(dg.Failure, match="1 code exercises have no contamination verdict"):
-        dg.materialize([decontaminated_exercises], resources={"warehouse": warehouse})
+        dg.materialize([decontaminated_exercises], resources={"compute": Compute(), "warehouse": warehouse})

@@ -8,6 +8,7 @@ import json
 import dagster as dg
 import polars as pl
 
+from resources.compute import Compute
 from resources.llm import LLMResource
 from resources.llm.types import StructuredResult
 from synth_assets.decontamination.benchmark_index import SignalScores, Thresholds, verdict
@@ -84,7 +85,7 @@ def exercises_frame() -> pl.DataFrame:
 def materialize(warehouse, server, **config):
     llm = LLMResource(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini",
                       embedding_model="text-embedding-3-small", max_retries=0)
-    result = dg.materialize([contamination_report], resources={"warehouse": warehouse, "llm": llm},
+    result = dg.materialize([contamination_report], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm},
                             run_config=dg.RunConfig({"contamination_report": DecontaminationConfig(**config)}))
     return result.asset_materializations_for_node("contamination_report")[0].metadata
 

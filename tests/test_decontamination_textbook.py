@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 from tests.openai_double import TEST_KEY_REF
 
+from resources.compute import Compute
 from resources.llm import LLMResource
 from synth_assets.decontamination.benchmarks import load_humaneval
 from synth_assets.decontamination.contamination_report import DecontaminationConfig
@@ -51,7 +52,7 @@ def test_a_paraphrased_humaneval_block_is_contaminated_and_the_rest_clean(wareho
     warehouse.write_table("synthetic_textbook", frame)
     result = dg.materialize(
         [textbook_contamination_report],
-        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
+        resources={"compute": Compute(), "warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
         run_config=dg.RunConfig({TEXTBOOK_REPORT_TABLE: DecontaminationConfig(use_embedding=False, functional_on_flagged=True)}),
     )
     metadata = result.asset_materializations_for_node(TEXTBOOK_REPORT_TABLE)[0].metadata

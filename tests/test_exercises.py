@@ -10,6 +10,7 @@ import zlib
 import dagster as dg
 import polars as pl
 
+from resources.compute import Compute
 from resources.llm import LLMResource, StructuredResult
 from synth_assets.synthesis.code_exercises import CodeExercisesConfig, code_exercises
 from synth_assets.synthesis.exercise_drafts import (
@@ -169,7 +170,7 @@ def test_code_exercises_materializes_rows_rejects_and_sandbox_verdicts(warehouse
     with OpenAIDouble(chat=exercise_responder) as server:
         result = dg.materialize(
             [code_exercises],
-            resources={"warehouse": warehouse, "llm": llm_for(server)},
+            resources={"compute": Compute(), "warehouse": warehouse, "llm": llm_for(server)},
             run_config=dg.RunConfig({"code_exercises": config}),
         )
         prompts = [b["messages"][-1]["content"] for b in server.chat_requests]
@@ -224,7 +225,7 @@ def test_code_exercises_runs_without_a_corpus_and_records_llm_failures(warehouse
         server.fail_next(status=400, count=1)
         result = dg.materialize(
             [code_exercises],
-            resources={"warehouse": warehouse, "llm": llm_for(server)},
+            resources={"compute": Compute(), "warehouse": warehouse, "llm": llm_for(server)},
             run_config=dg.RunConfig({"code_exercises": CodeExercisesConfig(n_exercises=4, sandbox_timeout_s=1.0, max_samples=1)}),
         )
     assert result.success
@@ -249,7 +250,7 @@ def test_a_rejected_answer_is_asked_again_as_a_new_sample_until_one_runs(warehou
 
     config = CodeExercisesConfig(n_exercises=5, sandbox_timeout_s=1.0, tests_from="interpreter", max_samples=3)
     with OpenAIDouble(chat=responder) as server:
-        result = dg.materialize([code_exercises], resources={"warehouse": warehouse, "llm": llm_for(server)},
+        result = dg.materialize([code_exercises], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm_for(server)},
                                 run_config=dg.RunConfig({"code_exercises": config}))
         assert len(server.chat_requests) == 10  # two answers per plan, no third
     assert result.success

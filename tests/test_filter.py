@@ -7,6 +7,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from resources.compute import Compute
 from resources.llm import LLMResource
 from synth_assets.filtering.quality_classifier import ClassifierConfig, record_version, save_model, train_quality_model
 from synth_assets.filtering.features import EMBEDDINGS, HASHED_NGRAMS, truncate_for_embedding
@@ -67,7 +68,7 @@ def test_filtered_textbook_scores_all_rows_in_batches(warehouse, tmp_path):
     warehouse.write_table("raw_stack_plus", raw_stack_plus_rows(texts))
     result = dg.materialize(
         [filtered_textbook],
-        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
+        resources={"compute": Compute(), "warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
         run_config=dg.RunConfig({"filtered_textbook": FilterConfig(batch_size=4, quality_threshold=0.5)}),
     )
     assert result.success
@@ -102,7 +103,7 @@ def test_keep_token_share_keeps_the_best_scored_documents_up_to_that_share(wareh
     warehouse.write_table("raw_stack_plus", raw_stack_plus_rows(texts))
     result = dg.materialize(
         [filtered_textbook],
-        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
+        resources={"compute": Compute(), "warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
         run_config=dg.RunConfig({"filtered_textbook": FilterConfig(batch_size=7, keep_token_share=0.3)}),
     )
     assert result.success
@@ -144,7 +145,7 @@ def test_filtered_textbook_with_embeddings_records_failed_rows(warehouse, tmp_pa
                           embed_batch_size=1, max_retries=0)
         result = dg.materialize(
             [filtered_textbook],
-            resources={"warehouse": warehouse, "llm": llm},
+            resources={"compute": Compute(), "warehouse": warehouse, "llm": llm},
             run_config=dg.RunConfig({"filtered_textbook": FilterConfig(batch_size=5)}),
         )
         embedded = [r["input"] for r in server.embedding_requests]
@@ -167,7 +168,7 @@ def test_filtered_textbook_without_a_classifier_fails_clearly(warehouse):
     warehouse.write_table("raw_stack_plus", raw_stack_plus_rows(corpus(1, 1)))
     result = dg.materialize(
         [filtered_textbook],
-        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
+        resources={"compute": Compute(), "warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
         raise_on_error=False,
     )
     assert not result.success
@@ -182,7 +183,7 @@ def test_the_settings_file_sets_the_cut_for_every_run_and_the_launchpad_wins_for
     monkeypatch.setenv("SYNTH_ASSETS_SETTINGS", str(settings))
     install_model(warehouse, tmp_path, HASHED_NGRAMS)
     warehouse.write_table("raw_stack_plus", raw_stack_plus_rows(corpus()))
-    resources = {"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)}
+    resources = {"compute": Compute(), "warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)}
 
     lasting = dg.materialize([filtered_textbook], resources=resources)
     meta = lasting.asset_materializations_for_node("filtered_textbook")[0].metadata
@@ -204,7 +205,7 @@ def test_scores_are_kept_per_shard_so_a_new_document_is_the_only_one_scored(ware
     model = install_model(warehouse, tmp_path, HASHED_NGRAMS)
     texts = corpus()
     warehouse.write_table("raw_stack_plus", raw_stack_plus_rows(texts))
-    resources = {"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)}
+    resources = {"compute": Compute(), "warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)}
 
     def scored_this_run() -> tuple[int, dict]:
         result = dg.materialize([filtered_textbook], resources=resources)
@@ -254,7 +255,7 @@ def test_a_shard_with_nothing_in_raw_stack_plus_is_reported_scored_once(warehous
     install_model(warehouse, tmp_path, HASHED_NGRAMS)
     rows = raw_stack_plus_rows(corpus())
     warehouse.write_table("raw_stack_plus", rows)
-    resources = {"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)}
+    resources = {"compute": Compute(), "warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)}
     shards = sorted(set(rows["shard"]))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("corpus_shard", [*shards, "stdlib:tree-0007-of-0008"])

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from resources.compute import Compute
 from synth_assets.common.tokens import approximate_token_count
 from synth_assets.ingest.dedup import content_hash, normalise_content
 from synth_assets.ingest.raw_stack_plus import (
@@ -71,7 +72,7 @@ def test_document_row_counts_and_ids():
 
 
 def test_materialize_writes_deduplicated_corpus_removals_and_rejects(corpus, warehouse):
-    result = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse}, run_config=run_config(corpus))
+    result = dg.materialize([raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse}, run_config=run_config(corpus))
     assert result.success
     tree = corpus["tree"]
 
@@ -141,7 +142,7 @@ def test_rerun_gives_the_same_tables(corpus, warehouse):
     versions = []
     for batch_docs in (2, 500):  # batch size must not change the result
         result = dg.materialize(
-            [raw_stack_plus], resources={"warehouse": warehouse}, run_config=run_config(corpus, batch_docs=batch_docs)
+            [raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse}, run_config=run_config(corpus, batch_docs=batch_docs)
         )
         versions.append(
             (
@@ -157,7 +158,7 @@ def test_missing_source_path_fails_naming_the_path(tmp_path, warehouse):
     missing = tmp_path / "no" / "such" / "shards"
     config = dg.RunConfig(ops={"raw_stack_plus": RawStackPlusConfig(sources=[SourceSpec(kind="the_stack", path=str(missing))])})
     result = dg.materialize(
-        [raw_stack_plus], resources={"warehouse": warehouse}, run_config=config, raise_on_error=False
+        [raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse}, run_config=config, raise_on_error=False
     )
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
@@ -168,7 +169,7 @@ def test_missing_source_path_fails_naming_the_path(tmp_path, warehouse):
 
 def test_unknown_source_kind_fails_clearly(tmp_path, warehouse):
     config = dg.RunConfig(ops={"raw_stack_plus": RawStackPlusConfig(sources=[SourceSpec(kind="csv", path=str(tmp_path))])})
-    result = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse}, run_config=config, raise_on_error=False)
+    result = dg.materialize([raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse}, run_config=config, raise_on_error=False)
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert re.search("unknown source kind 'csv'", str(failure.step_failure_data.user_failure_data) + failure.step_failure_data.error.message)
 
@@ -183,7 +184,7 @@ def test_default_source_is_the_standard_library_without_tests():
 
 @pytest.mark.slow
 def test_default_corpus_is_the_stdlib(warehouse):
-    result = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse})
+    result = dg.materialize([raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse})
     metadata = materialized_metadata(result)
     assert 450 <= metadata["kept"] <= 800
     origins = warehouse.query("SELECT origin FROM raw_stack_plus")["origin"].to_list()
@@ -203,7 +204,7 @@ def test_exact_copy_of_a_near_duplicate_points_at_the_survivor(tmp_path, warehou
         (tree / f"unique_{i}.py").write_text(python_module(100 + i))
     config = {"sources": [{"kind": "python_tree", "path": str(tree), "name": "tree"}]}
     result = dg.materialize(
-        [raw_stack_plus], resources={"warehouse": warehouse},
+        [raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse},
         run_config=dg.RunConfig(ops={"raw_stack_plus": {"config": config}}),
     )
     assert result.success
@@ -294,7 +295,7 @@ def test_a_corpus_of_planted_bad_files_ingests_and_every_file_is_a_row_or_a_reje
         {"kind": "python_tree", "path": str(tmp_path / "corpus" / "tree"), "name": "tree"},
     ]
     run = dg.RunConfig(ops={"raw_stack_plus": {"config": {"sources": sources}}})
-    result = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse}, run_config=run)
+    result = dg.materialize([raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse}, run_config=run)
     assert result.success
     documents = warehouse.query("SELECT origin, content FROM raw_stack_plus UNION ALL SELECT origin, NULL FROM dedup_removed")
     rejects = warehouse.query("SELECT origin, reason, detail FROM ingest_rejects")
@@ -340,15 +341,15 @@ def test_the_settings_file_names_the_corpus_every_run_reads_and_the_launchpad_ov
         metadata = materialized_metadata(result)
         return set(warehouse.query("SELECT DISTINCT source FROM raw_stack_plus")["source"]), metadata["sources_from"]
 
-    automatic = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse})  # no run config, as a sensor run
+    automatic = dg.materialize([raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse})  # no run config, as a sensor run
     assert sources_of_last_run(automatic) == ({"so_lasting"}, f"settings file {settings}")
 
     one_off = dg.RunConfig(ops={"raw_stack_plus": {"config": {"sources": [
         {"kind": "the_stack", "path": str(corpus["jsonl"]), "name": "one_off"}]}}})  # fmt: skip
-    launched = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse}, run_config=one_off)
+    launched = dg.materialize([raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse}, run_config=one_off)
     assert sources_of_last_run(launched) == ({"one_off"}, "launchpad (this run only)")
 
-    next_automatic = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse})
+    next_automatic = dg.materialize([raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse})
     assert sources_of_last_run(next_automatic)[0] == {"so_lasting"}  # back on the lasting corpus
 
 
@@ -365,6 +366,6 @@ def test_env_corpus_paths_win_over_the_settings_file_and_a_broken_file_fails_cle
     assert lasting_sources()[1] == "env SYNTH_ASSETS_CORPUS_PATHS"
     monkeypatch.delenv("SYNTH_ASSETS_CORPUS_PATHS")
     settings.write_text("[raw_stack_plus]\nsources = [ { kind = \"python_tree\" } ]\n")  # no path
-    result = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse}, raise_on_error=False)
+    result = dg.materialize([raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse}, raise_on_error=False)
     assert not result.success
     assert "[raw_stack_plus] sources in" in result.failure_data_for_node("raw_stack_plus").error.to_string()

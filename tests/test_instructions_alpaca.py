@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from resources.compute import Compute
 from synth_assets.instructions.alpaca_instructions import AlpacaConfig, alpaca_instructions
 from synth_assets.instructions.rouge import rouge_l
 from synth_assets.instructions.seed_pool import load_seed_tasks
@@ -17,7 +18,7 @@ from tests.test_instructions_self_instruct import llm_for
 def test_alpaca_one_call_per_plan_with_catalog_diversity_and_filters(warehouse):
     def materialize():
         return dg.materialize(
-            [alpaca_instructions], resources={"warehouse": warehouse, "llm": llm_for(server)},
+            [alpaca_instructions], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm_for(server)},
             run_config=dg.RunConfig({"alpaca_instructions": AlpacaConfig(n_requests=16, sandbox_timeout_s=2.0)}),
         )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
+from resources.compute import Compute
 from resources.llm import LLMResource
 from synth_assets.decontamination.benchmarks import load_humaneval
 from synth_assets.decontamination.contamination_report import DecontaminationConfig
@@ -36,7 +37,7 @@ def test_copied_humaneval_problem_is_contaminated_and_left_out(warehouse):
     warehouse.write_table("self_instruct", rows)
     warehouse.write_table("evol_instruct", instruction_rows(["e1"], "evol_instruct"))
     config = DecontaminationConfig(use_embedding=False, use_functional=False)
-    result = dg.materialize([instructions_contamination_report], resources={"warehouse": warehouse, "llm": LLMResource()},
+    result = dg.materialize([instructions_contamination_report], resources={"compute": Compute(), "warehouse": warehouse, "llm": LLMResource()},
                             run_config=dg.RunConfig({INSTRUCTIONS_REPORT_TABLE: config}))
     assert result.success
     report = {(r["dataset"], r["instruction_id"]): r for r in warehouse.query(f"SELECT * FROM {INSTRUCTIONS_REPORT_TABLE}").to_dicts()}

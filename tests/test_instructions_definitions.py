@@ -9,6 +9,7 @@ import polars as pl
 from quality_checks import instructions as instruction_checks
 from quality_checks.checks import build_asset_check, evaluate_spec
 from quality_checks.rules import DEFAULT_BOUNDS
+from resources.compute import Compute
 from resources.llm import LLMResource
 from synth_assets.instructions.alpaca_instructions import alpaca_instructions
 from synth_assets.instructions.evol_instruct import evol_instruct
@@ -26,7 +27,7 @@ def test_instruction_assets_and_checks_load_and_checks_pass(warehouse):
     # The group's checks built from their own module (tests/test_definitions.py covers the
     # whole Definitions); the HumanEval report's check belongs to an asset of another group.
     checks = [build_asset_check(spec) for spec in instruction_checks.check_specs(DEFAULT_BOUNDS) if spec.asset in names]
-    defs = dg.Definitions(assets=assets, asset_checks=checks, resources={"warehouse": warehouse, "llm": LLMResource()})
+    defs = dg.Definitions(assets=assets, asset_checks=checks, resources={"compute": Compute(), "warehouse": warehouse, "llm": LLMResource()})
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     for asset in assets:
@@ -35,7 +36,7 @@ def test_instruction_assets_and_checks_load_and_checks_pass(warehouse):
         assert node.kinds >= {"duckdb", "python", "openai"}
     assert {c.asset_key.to_user_string() for c in graph.asset_check_keys} == names
     with OpenAIDouble(chat=self_instruct_responder) as server:
-        dg.materialize([self_instruct], resources={"warehouse": warehouse, "llm": llm_for(server)},
+        dg.materialize([self_instruct], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm_for(server)},
                        run_config=dg.RunConfig({"self_instruct": SelfInstructConfig(rounds=1, requests_per_round=6, sandbox_timeout_s=2.0)}))
     specs = [s for s in instruction_checks.check_specs(DEFAULT_BOUNDS) if s.table == "self_instruct"]
     assert specs

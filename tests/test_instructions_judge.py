@@ -7,6 +7,7 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
+from resources.compute import Compute
 from synth_assets.instructions.llm_judge import LLMJudgeConfig, judge_filter, llm_judge
 from synth_assets.instructions.self_instruct import SelfInstructConfig, self_instruct
 from synth_assets.reports import lineage
@@ -23,14 +24,14 @@ SECTIONS = pl.DataFrame({
 
 
 def judge(warehouse, server, **config):
-    return dg.materialize([llm_judge], resources={"warehouse": warehouse, "llm": llm_for(server)},
+    return dg.materialize([llm_judge], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm_for(server)},
                           run_config=dg.RunConfig({"llm_judge": LLMJudgeConfig(**config)}))
 
 
 def test_judge_scores_rows_thresholds_decide_and_lineage_shows_it(warehouse):
     warehouse.write_table("synthetic_textbook", SECTIONS)
     with OpenAIDouble(chat=self_instruct_responder) as server:
-        dg.materialize([self_instruct], resources={"warehouse": warehouse, "llm": llm_for(server)},
+        dg.materialize([self_instruct], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm_for(server)},
                        run_config=dg.RunConfig({"self_instruct": SelfInstructConfig(rounds=2, requests_per_round=12, sandbox_timeout_s=2.0)}))
     instructions = warehouse.query("SELECT instruction_id, output FROM self_instruct").to_dicts()
     with OpenAIDouble(chat=judge_responder) as server:

@@ -9,6 +9,7 @@ import re
 
 import dagster as dg
 
+from resources.compute import Compute
 from resources.llm import LLMResource
 from synth_assets.instructions.rouge import rouge_l
 from synth_assets.instructions.seed_pool import load_seed_tasks
@@ -24,7 +25,7 @@ def llm_for(server) -> LLMResource:
 
 def run(warehouse, server, **overrides):
     config = SelfInstructConfig(**{"rounds": 2, "requests_per_round": 6, "sandbox_timeout_s": 2.0, **overrides})
-    return dg.materialize([self_instruct], resources={"warehouse": warehouse, "llm": llm_for(server)},
+    return dg.materialize([self_instruct], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm_for(server)},
                           run_config=dg.RunConfig({"self_instruct": config}))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
+from resources.compute import Compute
 from synth_assets.filtering.filtered_textbook import filtered_textbook
 from synth_assets.instructions.evol_instruct import EvolInstructConfig, evol_instruct, only_stop_words, precheck, response_problem, strip_label
 from synth_assets.instructions.self_qa import SelfQAConfig, chunk, self_qa
@@ -26,10 +27,10 @@ def test_self_qa_rows_carry_their_source_document_and_filters_say_why(warehouse)
     warehouse.write_table("filtered_textbook", pl.DataFrame({"doc_id": list(DOCS), "content": list(DOCS.values())}))
     config = SelfQAConfig(n_documents=4, questions_per_document=2, chunk_chars=400, sandbox_timeout_s=2.0)
     with OpenAIDouble(chat=self_qa_responder) as server:
-        result = dg.materialize([self_qa], resources={"warehouse": warehouse, "llm": llm_for(server)},
+        result = dg.materialize([self_qa], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm_for(server)},
                                 run_config=dg.RunConfig({"self_qa": config}))
         prompts = [b["messages"][-1]["content"] for b in server.chat_requests]
-        again = dg.materialize([self_qa], resources={"warehouse": warehouse, "llm": llm_for(server)},
+        again = dg.materialize([self_qa], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm_for(server)},
                                run_config=dg.RunConfig({"self_qa": config}))
         assert len(server.chat_requests) == len(prompts)  # nothing changed: no request
     assert again.asset_materializations_for_node("self_qa")[0].metadata["llm/cost_usd"].value == 0
@@ -72,10 +73,10 @@ def test_elimination_rules():
 def test_evol_instruct_chains_rounds_and_eliminations(warehouse):
     config = EvolInstructConfig(n_seeds=6, rounds=3, sandbox_timeout_s=2.0)
     with OpenAIDouble(chat=evol_responder) as server:
-        result = dg.materialize([evol_instruct], resources={"warehouse": warehouse, "llm": llm_for(server)},
+        result = dg.materialize([evol_instruct], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm_for(server)},
                                 run_config=dg.RunConfig({"evol_instruct": config}))
         sent = len(server.chat_requests)
-        dg.materialize([evol_instruct], resources={"warehouse": warehouse, "llm": llm_for(server)},
+        dg.materialize([evol_instruct], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm_for(server)},
                        run_config=dg.RunConfig({"evol_instruct": config}))
         assert len(server.chat_requests) == sent  # a re-run is answered from the cache
     assert result.success

@@ -10,6 +10,7 @@ import zlib
 
 import dagster as dg
 
+from resources.compute import Compute
 from synth_assets.synthesis.code_exercises import CodeExercisesConfig, code_exercises
 from tests.openai_double import OpenAIDouble
 from tests.test_exercises import llm_for, wants_problem_description
@@ -110,7 +111,7 @@ def test_interpreter_mode_writes_true_asserts_and_rejects_crashes_and_hangs_with
     config = CodeExercisesConfig(n_exercises=n, sandbox_timeout_s=3.0, tests_from="interpreter", max_samples=1)
     with OpenAIDouble(chat=interpreter_responder) as server:
         result = dg.materialize(
-            [code_exercises], resources={"warehouse": warehouse, "llm": llm_for(server)},
+            [code_exercises], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm_for(server)},
             run_config=dg.RunConfig({"code_exercises": config}),
         )
     assert result.success

@@ -50,7 +50,7 @@ def grade(warehouse: Warehouse, llm: LLMResource, monkeypatch, on_ray: bool, **c
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [annotated_sample],
-            resources={"warehouse": warehouse, "llm": llm},
+            resources={"compute": Compute(), "warehouse": warehouse, "llm": llm},
             run_config=dg.RunConfig({"annotated_sample": AnnotateConfig(**settings)}),
             raise_on_error=False,
             instance=instance,
@@ -196,7 +196,7 @@ def write_textbook(warehouse: Warehouse, llm: LLMResource, monkeypatch, on_ray: 
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [textbook_prompts, synthetic_textbook],
-            resources={"warehouse": warehouse, "llm": llm},
+            resources={"compute": Compute(), "warehouse": warehouse, "llm": llm},
             run_config=dg.RunConfig({
                 "textbook_prompts": TextbookPromptsConfig(n_prompts=N_PLANS, seed=4),
                 "synthetic_textbook": SyntheticTextbookConfig(max_tokens=120, generation_mode="iterative", max_samples=2),
@@ -291,13 +291,13 @@ def test_one_budget_holds_over_every_round_of_a_generation_step(tmp_path, local_
                         cluster_batch_size=1, max_concurrency=1)
         llm = LLMResource(**settings)
         with dg.instance_for_test() as instance:
-            priced = dg.materialize([two_rounds], resources={"warehouse": Warehouse(path=str(tmp_path / "priced")),
+            priced = dg.materialize([two_rounds], resources={"compute": Compute(), "warehouse": Warehouse(path=str(tmp_path / "priced")),
                                                              "llm": llm}, instance=instance)
             full = ledger(Warehouse(path=str(tmp_path / "priced")), priced.run_id)
             assert full.height == 2 * ROUND_SIZE and (full["status"] == "ok").all()
             one_round = full["cost_usd"].sum() / 2
             budget = 1.5 * one_round
-            result = dg.materialize([two_rounds], resources={"warehouse": warehouse,
+            result = dg.materialize([two_rounds], resources={"compute": Compute(), "warehouse": warehouse,
                                                              "llm": LLMResource(**settings, max_cost_usd=budget)},
                                     instance=instance, raise_on_error=False)
     assert not result.success

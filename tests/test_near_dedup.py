@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from quality_checks.checks import all_check_specs, evaluate_spec
+from resources.compute import Compute
 from synth_assets.common.minhash import LshIndex, MinHasher, band_keys, lsh_bands
 from synth_assets.ingest import near_dedup
 from synth_assets.ingest.dedup import NearDedupParams, content_hash, near_duplicates_of_texts, normalise_content
@@ -150,7 +151,7 @@ def test_raw_stack_plus_with_either_clustering_passes_its_integrity_checks(tmp_p
     config = {"sources": [{"kind": "python_tree", "path": str(tree), "name": "tree"}], "batch_docs": 2,
               "near_dedup_clustering": clustering}  # fmt: skip
     result = dg.materialize(
-        [raw_stack_plus], resources={"warehouse": warehouse}, run_config=dg.RunConfig(ops={"raw_stack_plus": {"config": config}})
+        [raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse}, run_config=dg.RunConfig(ops={"raw_stack_plus": {"config": config}})
     )
     assert result.success
     removed = warehouse.query("SELECT origin, reason, jaccard FROM dedup_removed ORDER BY origin").rows()
@@ -171,7 +172,7 @@ def test_an_unknown_clustering_fails_naming_the_choices(tmp_path, warehouse):
     config = {"sources": [{"kind": "python_tree", "path": str(tmp_path)}], "near_dedup_clustering": "louvain"}
     with pytest.raises(dg.Failure, match="greedy, components"):
         dg.materialize(
-            [raw_stack_plus], resources={"warehouse": warehouse}, run_config=dg.RunConfig(ops={"raw_stack_plus": {"config": config}})
+            [raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse}, run_config=dg.RunConfig(ops={"raw_stack_plus": {"config": config}})
         )
 
 
@@ -180,7 +181,7 @@ def test_stdlib_duplicate_sets_match_the_in_memory_dedup(warehouse):
     """The default corpus (this interpreter's standard library): the out-of-core dedup
     removes the same documents, pointing at the same survivors, as the in-memory
     clustering it replaced (before: 2 exact + 35 near duplicates of 598 on 3.x)."""
-    result = dg.materialize([raw_stack_plus], resources={"warehouse": warehouse})
+    result = dg.materialize([raw_stack_plus], resources={"compute": Compute(), "warehouse": warehouse})
     assert result.success
     spec = default_sources()[0]
     distinct: dict[str, str] = {}

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from quality_checks.checks import all_asset_checks
+from resources.compute import Compute
 from synth_assets.synthesis.personas import (
     PersonaRow,
     PersonasConfig,
@@ -91,7 +92,7 @@ def corpus(n_docs: int) -> pl.DataFrame:
 def run(warehouse, server, hops=2, n_docs=6, extra=()):
     checks = [c for c in all_asset_checks if any(k.asset_key == dg.AssetKey("personas") for k in c.check_keys)]
     return dg.materialize(
-        [personas, *checks, *extra], resources={"warehouse": warehouse, "llm": llm_for(server)},
+        [personas, *checks, *extra], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm_for(server)},
         run_config=dg.RunConfig({"personas": PersonasConfig(n_docs=n_docs, hops=hops)}),
     )
 
@@ -134,7 +135,7 @@ def test_textbook_prompts_draw_from_the_persona_pool_and_fall_back_to_the_catalo
         assert sources == {"catalog"}
         warehouse.write_table("raw_stack_plus", corpus(6))
         result = dg.materialize(
-            [personas, textbook_prompts], resources={"warehouse": warehouse, "llm": llm_for(server)},
+            [personas, textbook_prompts], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm_for(server)},
             run_config=dg.RunConfig({"personas": PersonasConfig(n_docs=6, hops=1),
                                      "textbook_prompts": TextbookPromptsConfig(n_prompts=200)}),
         )

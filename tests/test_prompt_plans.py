@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from resources.compute import Compute
 from synth_assets.synthesis.diversity import distinct_n, find_near_duplicates, near_duplicate_rate
 from synth_assets.synthesis.prompt_plans import (
     Persona,
@@ -277,13 +278,13 @@ def test_rematerializing_with_nothing_changed_sends_no_request(warehouse, tmp_pa
     assets = [code_exercises, textbook_prompts, personas, raw_stack_plus]
     with OpenAIDouble(chat=plans_responder) as server:
         # Listed downstream first: without the dependency this run planned with no corpus.
-        first = dg.materialize(assets, resources={"warehouse": warehouse, "llm": llm_for(server)},
+        first = dg.materialize(assets, resources={"compute": Compute(), "warehouse": warehouse, "llm": llm_for(server)},
                                run_config=run_config)
         sent = len(server.requests)  # chat and embeddings
         plans_first = warehouse.query("SELECT exercise_id, mode FROM code_exercises UNION ALL "
                                       "SELECT exercise_id, mode FROM code_exercise_rejects ORDER BY 1")
         prompts_first = warehouse.query("SELECT * FROM textbook_prompts ORDER BY prompt_id")
-        second = dg.materialize(assets, resources={"warehouse": warehouse, "llm": llm_for(server)},
+        second = dg.materialize(assets, resources={"compute": Compute(), "warehouse": warehouse, "llm": llm_for(server)},
                                 run_config=run_config)
         assert len(server.requests) == sent  # nothing new was asked
     assert first.success and second.success and sent >= 6

@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 
 from quality_checks import gx_runner
+from resources.compute import Compute
 from resources.warehouse import Warehouse
 from quality_checks.checks import all_asset_checks, all_check_specs, build_asset_checks, evaluate_spec, run_rule
 from quality_checks.rules import DEFAULT_BOUNDS, QualityBounds, SqlMetricRule, SqlRowRule
@@ -761,7 +762,7 @@ def test_checks_run_after_their_asset_in_materialize(warehouse):
         """Stands for quality_classifier: must not run on poisoned labels."""
 
     checks = build_asset_checks(assets={"annotated_sample"})
-    result = dg.materialize([annotated_sample_double, downstream, *checks], resources={"warehouse": warehouse})
+    result = dg.materialize([annotated_sample_double, downstream, *checks], resources={"compute": Compute(), "warehouse": warehouse})
     evaluations = result.get_asset_check_evaluations()
     assert [(e.check_name, e.passed) for e in evaluations] == [("annotated_sample_integrity", True)]
     materialized = {e.event_specific_data.materialization.asset_key for e in result.get_asset_materialization_events()}
@@ -769,7 +770,7 @@ def test_checks_run_after_their_asset_in_materialize(warehouse):
 
     scores["value"] = [2, 7]
     result = dg.materialize(
-        [annotated_sample_double, downstream, *checks], resources={"warehouse": warehouse}, raise_on_error=False
+        [annotated_sample_double, downstream, *checks], resources={"compute": Compute(), "warehouse": warehouse}, raise_on_error=False
     )
     assert not result.success  # the blocking check stopped the run
     materialized = {e.event_specific_data.materialization.asset_key for e in result.get_asset_materialization_events()}
@@ -908,7 +909,7 @@ def test_an_exact_copy_of_a_near_duplicate_points_at_the_survivor_and_passes(tmp
     warehouse = Warehouse(path=str(tmp_path / "lake"))
     result = dg.materialize(
         [raw_stack_plus],
-        resources={"warehouse": warehouse},
+        resources={"compute": Compute(), "warehouse": warehouse},
         run_config={"ops": {"raw_stack_plus": {"config": {"sources": [{"kind": "python_tree", "path": str(corpus)}]}}}},
     )
     assert result.success

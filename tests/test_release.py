@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from resources.compute import Compute
 from synth_assets.reports.training_data_release import (
     INSTRUCTION_RELEASE_COLUMNS,
     RELEASE_CONFIGS,
@@ -133,7 +134,7 @@ def read_front_matter(card: str) -> dict:
 def materialize(warehouse, release_dir: Path):
     result = dg.materialize(
         [training_data_release],
-        resources={"warehouse": warehouse},
+        resources={"compute": Compute(), "warehouse": warehouse},
         run_config={"ops": {"training_data_release": {"config": {"release_dir": str(release_dir)}}}},
     )
     assert result.success

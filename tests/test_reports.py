@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 from datetime import date, datetime, timezone
+from resources.compute import Compute
 from tests.openai_double import TEST_KEY_REF
 
 import dagster as dg
@@ -131,7 +132,7 @@ def materialize_report(warehouse, tmp_path):
     report_path = tmp_path / "reports" / "cost_report.html"
     result = dg.materialize(
         [cost_report],
-        resources={"warehouse": warehouse},
+        resources={"compute": Compute(), "warehouse": warehouse},
         run_config={"ops": {"cost_report": {"config": {"report_path": str(report_path), "top_n": 3}}}},
     )
     assert result.success
@@ -175,7 +176,7 @@ def test_asset_writes_table_html_and_metadata_equal_to_ledger(warehouse, tmp_pat
     assert "<td>run-2</td>" in html and "mystery-model" in html and "$0.240000" in html
 
     # the lineage_views asset creates the views (llm_calls exists, pipeline tables do not)
-    views = dg.materialize([lineage_views], resources={"warehouse": warehouse})
+    views = dg.materialize([lineage_views], resources={"compute": Compute(), "warehouse": warehouse})
     (views_event,) = views.asset_materializations_for_node("lineage_views")
     assert "lineage_llm_calls_by_key" in views_event.metadata["lineage_views"].value
     assert "skipped: table code_exercises does not exist" in views_event.metadata["lineage_views"].value

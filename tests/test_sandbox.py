@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from resources.compute import Compute
 from tests.openai_double import TEST_KEY_REF
 
 import pytest
@@ -312,7 +313,7 @@ def test_code_exercises_refuses_before_any_llm_call_and_runs_only_with_the_overr
         llm = module.LLMResource(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini",
                                  embedding_model="text-embedding-3-small", max_retries=0)
         refused = dg.materialize(
-            [module.code_exercises], resources={"warehouse": warehouse, "llm": llm}, raise_on_error=False,
+            [module.code_exercises], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm}, raise_on_error=False,
             run_config=dg.RunConfig({"code_exercises": module.CodeExercisesConfig(n_exercises=2)}),
         )
         assert not refused.success
@@ -321,7 +322,7 @@ def test_code_exercises_refuses_before_any_llm_call_and_runs_only_with_the_overr
         assert "bubblewrap: not installed" in str(failure.event_specific_data.error)
         assert server.chat_requests == []  # nothing was paid for
         allowed = dg.materialize(
-            [module.code_exercises], resources={"warehouse": warehouse, "llm": llm},
+            [module.code_exercises], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm},
             run_config=dg.RunConfig({"code_exercises": module.CodeExercisesConfig(
                 n_exercises=2, allow_unisolated_execution=True)}),
         )

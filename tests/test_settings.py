@@ -58,7 +58,7 @@ def test_the_compute_table_configures_the_engine_of_every_step_and_ray_address_i
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     settings_file.write_text("[other]\nx = 1\n")
-    assert lasting_compute().model_dump() == {"ray_address": None, "num_cpus": None, "num_cpus_per_task": 1.0,
+    assert lasting_compute().model_dump() == {"ray_address": None, "ray_cluster": None, "num_cpus": None, "num_cpus_per_task": 1.0,
                                               "max_task_retries": 3, "max_in_flight": None}
     assert not lasting_compute().distributed  # no file, no env: in-process
     settings_file.write_text('[compute]\nray_address = "ray://head:10001"\nnum_cpus_per_task = 2\nmax_in_flight = 8\n')
@@ -71,3 +71,20 @@ def test_the_compute_table_configures_the_engine_of_every_step_and_ray_address_i
     settings_file.write_text("[compute]\nmax_inflight = 8\n")
     with pytest.raises(SettingsError, match="max_inflight.*its settings are: max_in_flight, max_task_retries"):
         lasting_compute()
+
+
+def test_the_compute_resource_s_own_fields_win_over_the_file_and_a_late_ray_address_still_counts(settings_file, monkeypatch):
+    from resources.compute import Compute
+    from synth_assets.settings import lasting_compute
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    settings_file.write_text('[compute]\nray_address = "ray://head:10001"\nmax_in_flight = 8\n')
+    resource = Compute(max_in_flight=2)  # as the definitions (or a test) set it
+    assert (lasting_compute(resource).max_in_flight, lasting_compute(resource).ray_address) == (2, "ray://head:10001")
+    built_at_load = Compute()  # the code location loaded before RAY_ADDRESS was set for the run
+    monkeypatch.setenv("RAY_ADDRESS", "ray://late:10001")
+    assert lasting_compute(built_at_load).ray_address == "ray://late:10001"
+    assert lasting_compute(built_at_load).max_in_flight == 8
+    settings_file.write_text('[compute]\nray_cluster = "local"\n')  # a cluster resource is code, not a setting
+    with pytest.raises(SettingsError, match="ray_cluster"):
+        lasting_compute(built_at_load)

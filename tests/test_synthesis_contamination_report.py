@@ -6,6 +6,7 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
+from resources.compute import Compute
 from resources.llm import LLMResource
 from synth_assets.decontamination.benchmarks import load_humaneval
 from synth_assets.decontamination.contamination_report import DecontaminationConfig
@@ -58,7 +59,7 @@ def test_a_copied_program_and_a_leaked_persona_are_contaminated_and_the_rest_cle
         llm = LLMResource(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini",
                           embedding_model="text-embedding-3-small", max_retries=0)
         result = dg.materialize(
-            [synthesis_contamination_report], resources={"warehouse": warehouse, "llm": llm},
+            [synthesis_contamination_report], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm},
             run_config=dg.RunConfig({SYNTHESIS_REPORT_TABLE: DecontaminationConfig(functional_on_flagged=True)}),
         )
     assert result.success
@@ -88,7 +89,7 @@ def test_a_missing_input_table_fails_saying_which(warehouse):
     warehouse.write_table("case2code", cases)
     result = dg.materialize(
         [synthesis_contamination_report],
-        resources={"warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
+        resources={"compute": Compute(), "warehouse": warehouse, "llm": LLMResource(base_url="http://127.0.0.1:9", api_key=TEST_KEY_REF)},
         run_config=dg.RunConfig({SYNTHESIS_REPORT_TABLE: DecontaminationConfig(use_embedding=False)}),
         raise_on_error=False,
     )

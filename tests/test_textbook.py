@@ -12,6 +12,7 @@ import zlib
 
 import dagster as dg
 
+from resources.compute import Compute
 from resources.llm import LLMResource
 from synth_assets.synthesis.synthetic_textbook import SyntheticTextbookConfig, blocks_parse, code_blocks, required_words_used, synthetic_textbook
 from synth_assets.synthesis.textbook_extract import contains_sentence, extract_shape, first_sentence
@@ -53,7 +54,7 @@ def run(warehouse, server, n_prompts=15, seed=0, **textbook):
                       embedding_model="text-embedding-3-small", max_retries=0)
     return dg.materialize(
         [textbook_prompts, synthetic_textbook],
-        resources={"warehouse": warehouse, "llm": llm},
+        resources={"compute": Compute(), "warehouse": warehouse, "llm": llm},
         run_config=dg.RunConfig(
             {"textbook_prompts": TextbookPromptsConfig(n_prompts=n_prompts, seed=seed),
              "synthetic_textbook": SyntheticTextbookConfig(max_tokens=120, **textbook)}
@@ -229,7 +230,7 @@ def test_lasting_sizes_in_the_settings_file_apply_and_the_launchpad_wins(warehou
     with OpenAIDouble(chat=iterative_responder) as server:
         llm = LLMResource(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini",
                           embedding_model="text-embedding-3-small", max_retries=0)
-        result = dg.materialize([textbook_prompts, synthetic_textbook], resources={"warehouse": warehouse, "llm": llm})
+        result = dg.materialize([textbook_prompts, synthetic_textbook], resources={"compute": Compute(), "warehouse": warehouse, "llm": llm})
         assert result.success
         plans = warehouse.query("SELECT seed FROM textbook_prompts")
         assert plans.height == 4 and set(plans["seed"]) == {9}
@@ -239,7 +240,7 @@ def test_lasting_sizes_in_the_settings_file_apply_and_the_launchpad_wins(warehou
         metadata = result.asset_materializations_for_node("textbook_prompts")[0].metadata
         assert metadata["settings_origin"].value == {"n_prompts": "settings file", "seed": "settings file"}
         # the launchpad wins for its run
-        dg.materialize([textbook_prompts], resources={"warehouse": warehouse},
+        dg.materialize([textbook_prompts], resources={"compute": Compute(), "warehouse": warehouse},
                        run_config=dg.RunConfig({"textbook_prompts": TextbookPromptsConfig(n_prompts=2)}))
         assert warehouse.query("SELECT count(*) AS n FROM textbook_prompts")["n"][0] == 2
 

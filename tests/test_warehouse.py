@@ -258,13 +258,14 @@ def test_a_location_names_its_catalog_and_never_its_password():
 
 MATERIALIZE = """
 import json, sys, dagster as dg
+from resources.compute import Compute
 from resources.warehouse import Warehouse
 from synth_assets.ingest.raw_stack_plus import raw_stack_plus
 from synth_assets.synthesis.textbook_prompts import textbook_prompts
 asset = {"raw_stack_plus": raw_stack_plus, "textbook_prompts": textbook_prompts}[sys.argv[1]]
 config = {"raw_stack_plus": {"sources": [{"kind": "python_tree", "path": sys.argv[2]}]},
           "textbook_prompts": {"n_prompts": 12, "n_corpus_personas": 0}}[sys.argv[1]]
-result = dg.materialize([asset], resources={"warehouse": Warehouse()}, run_config={"ops": {sys.argv[1]: {"config": config}}})
+result = dg.materialize([asset], resources={"compute": Compute(), "warehouse": Warehouse()}, run_config={"ops": {sys.argv[1]: {"config": config}}})
 (event,) = result.asset_materializations_for_node(sys.argv[1])
 print(json.dumps({"rows": event.metadata["dagster/row_count"].value, "snapshot": event.metadata["lake/snapshot_id"].value}))
 """

@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 from pydantic import BaseModel, Field
 
+from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource, StructuredResult, estimate_tokens
 from resources.llm.batches import DEFAULT_BATCH_SIZE, complete_json_in_batches, engine_name
 from resources.warehouse import Warehouse
@@ -337,7 +338,8 @@ def label_balance(annotations: pl.DataFrame) -> dict[str, int | float]:
     automation_condition=on_upstream_change(),
 )
 def annotated_sample(
-    context: dg.AssetExecutionContext, config: AnnotateConfig, warehouse: Warehouse, llm: LLMResource
+    context: dg.AssetExecutionContext, config: AnnotateConfig, warehouse: Warehouse, llm: LLMResource,
+    compute: Compute,
 ) -> dg.MaterializeResult:
     """Educational-value grades for a small random sample of raw_stack_plus.
 
@@ -355,7 +357,7 @@ def annotated_sample(
 
     A grading that failed (malformed JSON after one retry, endpoint error, budget) is kept
     with `status`/`error`/`raw_response` and NULL score and label; the classifier skips it.
-    With RAY_ADDRESS naming a Ray cluster, the gradings run as batches of `batch_size` on
+    With the compute resource naming a Ray cluster, the gradings run as batches of `batch_size` on
     its workers (`resources/llm/batches.py`): same cache, ledger, budget and rate limits.
     Metadata: score histogram, label balance, where it ran (`compute`), and the LLM cost
     block (the whole materialization's calls, the workers' included).
@@ -375,9 +377,9 @@ def annotated_sample(
             requests = grading_requests(sample, config, max_chars)
             prompt_tokens = round(sum(estimate_tokens(r.messages) for r in requests) / len(requests))
             session.log_estimate(len(requests), prompt_tokens, config.max_tokens)
-            # on a Ray cluster (RAY_ADDRESS) the gradings run as batches on the workers; the
+            # on a Ray cluster (the compute resource's) the gradings run as batches on the workers; the
             # session's totals then come from the ledger rows of this run and asset
-            compute = lasting_compute()
+            compute = lasting_compute(compute)
             compute_used = engine_name(session, compute)
             results = complete_json_in_batches(session, requests, Grade, compute, config.batch_size)
             threshold = resolve_label_threshold(config.label_threshold, session.endpoint.is_local)

@@ -7,7 +7,7 @@ in Arrow record batches (no OFFSET paging), and publishes the shard's rows alone
 other shards' rows stay). `filtered_textbook` scores whatever shards still lack scores
 itself, then makes the cut over all of them; the partitioned asset lets a backfill score
 thousands of shards ahead of it, `SHARDS_PER_RUN` per run, each shard one task of the
-run's engine (in-process, or a Ray task with RAY_ADDRESS set).
+run's engine (in-process, or a Ray task on the compute resource's cluster).
 """
 
 import hashlib
@@ -198,7 +198,8 @@ class CorpusScoresConfig(dg.Config):
     code_version="1",
 )
 def corpus_scores(
-    context: dg.AssetExecutionContext, config: CorpusScoresConfig, warehouse: Warehouse, llm: LLMResource
+    context: dg.AssetExecutionContext, config: CorpusScoresConfig, warehouse: Warehouse, llm: LLMResource,
+    compute: Compute,
 ) -> dg.MaterializeResult:
     """The quality classifier's scores of one corpus shard per partition (table
     `corpus_scores`): only the shard's documents without a score from the classifier yet
@@ -207,7 +208,7 @@ def corpus_scores(
     large corpus ahead of it across runs (and Ray workers)."""
     classifier = resolve_classifier(warehouse, config.classifier_version)
     model = load_model(classifier["artefact_path"])
-    compute = lasting_compute()
+    compute = lasting_compute(compute)
     session_scope = llm.session(context, warehouse) if model.feature_set == EMBEDDINGS else nullcontext(None)
     with session_scope as session:
         scored = score_shards(

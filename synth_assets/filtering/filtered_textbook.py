@@ -184,7 +184,8 @@ def filter_corpus(
     automation_condition=on_upstream_change(),
 )
 def filtered_textbook(
-    context: dg.AssetExecutionContext, config: FilterConfig, warehouse: Warehouse, llm: LLMResource
+    context: dg.AssetExecutionContext, config: FilterConfig, warehouse: Warehouse, llm: LLMResource,
+    compute: Compute,
 ) -> dg.MaterializeResult:
     """The educational part of raw_stack_plus, as judged by the quality classifier.
 
@@ -209,8 +210,8 @@ def filtered_textbook(
         llm_metadata: dict[str, Any] = {}
         session_scope = llm.session(context, warehouse) if model.feature_set == EMBEDDINGS else nullcontext(None)
         with session_scope as session:
-            # Ray when RAY_ADDRESS names a cluster (README "Many machines"), else in-process.
-            compute = lasting_compute()
+            # Ray when the compute resource names a cluster (README "Many machines"), else in-process.
+            compute = lasting_compute(compute)
             totals = filter_corpus(
                 warehouse, lake, row, config, context.run_id, compute, session, context.log.info, context.instance
             )

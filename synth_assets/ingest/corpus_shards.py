@@ -4,7 +4,7 @@ One dynamic partition per shard (synth_assets/ingest/shards.py): a file of The S
 StackOverflow dump, or a fixed chunk of a Python tree. The corpus sensor registers new
 shards and requests the changed ones; a backfill over thousands of shards runs
 `SHARDS_PER_RUN` of them per run (BackfillPolicy.multi_run), each shard one task of the
-run's engine (in-process, or a Ray task with RAY_ADDRESS set). `raw_stack_plus` then
+run's engine (in-process, or a Ray task on the compute resource's cluster). `raw_stack_plus` then
 deduplicates across all shards, and ingests itself any shard no run has stored yet, so
 the graph also works with no partition ever materialized.
 """
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from resources.compute import Compute
 from resources.warehouse import Warehouse
 from synth_assets.common.tables import markdown_table
 from synth_assets.ingest.corpus import ShardSummary, lasting_config, lasting_sources, materialize_shards
@@ -66,7 +67,9 @@ def shard_materialization(summary: ShardSummary, run_id: str) -> dg.AssetMateria
     owners=["team:synth-assets"],
     code_version="1",
 )
-def corpus_shards(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+def corpus_shards(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, compute: Compute
+) -> dg.MaterializeResult:
     """One shard of the lasting corpus per partition: its documents (normalised, hashed),
     its rejects with their reasons, and its MinHash signatures with LSH band keys, in the
     lake tables `corpus_documents`, `corpus_rejects`, `corpus_signatures` and
@@ -75,7 +78,7 @@ def corpus_shards(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg
     The corpus and the reading/signing settings are raw_stack_plus's lasting ones
     ([raw_stack_plus] in synth_assets.toml, or env SYNTH_ASSETS_CORPUS_PATHS): a shard is
     the same rows whoever ingests it. A run of several partitions (a backfill) ingests each
-    shard as its own task: on a Ray cluster when RAY_ADDRESS is set."""
+    shard as its own task: on a Ray cluster when the compute resource names one."""
     try:
         config = lasting_config()
         specs, _ = lasting_sources()
@@ -83,7 +86,7 @@ def corpus_shards(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg
         selected = [find_shard(key, shards) for key in context.partition_keys]
     except (SourceNotFound, SettingsError, ShardError) as exc:
         raise dg.Failure(description=f"corpus_shards: {exc}") from exc
-    compute = lasting_compute()
+    compute = lasting_compute(compute)
     summaries = materialize_shards(warehouse, selected, config, context.run_id, compute)
     rows = [(s.shard, s.documents, s.rejected, s.near_dedup.signed_documents) for s in summaries]
     return dg.MaterializeResult(

@@ -335,7 +335,9 @@ def summary_metadata(summary: IngestSummary, config: RawStackPlusConfig) -> dict
     deps=[dg.AssetDep(CORPUS_SHARDS_KEY)],
     automation_condition=on_new_shards(),
 )
-def raw_stack_plus(context: dg.AssetExecutionContext, config: RawStackPlusConfig, warehouse: Warehouse):
+def raw_stack_plus(
+    context: dg.AssetExecutionContext, config: RawStackPlusConfig, warehouse: Warehouse, compute: Compute
+):
     """The deduplicated code corpus (one row per distinct document).
 
     Reads the corpus sources: directory trees of `.py` files, The Stack
@@ -350,7 +352,7 @@ def raw_stack_plus(context: dg.AssetExecutionContext, config: RawStackPlusConfig
     The corpus is a set of shards (`corpus_shards` partitions: a file of The Stack, a
     StackOverflow dump, a fixed chunk of a tree); each is read and signed once and
     stored, and this asset ingests only the shards that are new or whose files changed
-    (in-process, or as Ray tasks with RAY_ADDRESS set), registers them as partitions, and
+    (in-process, or as Ray tasks when the compute resource names a cluster), registers them as partitions, and
     deduplicates across all of them. `shards` and `shards_ingested_here` are in the
     metadata. Launchpad sources, or signing parameters other than the lasting ones, are a
     one-off: their shards are staged for this run only and never replace stored ones.
@@ -375,7 +377,7 @@ def raw_stack_plus(context: dg.AssetExecutionContext, config: RawStackPlusConfig
             plan = plan_corpus(lake, config, registered_shards(context.instance))
             if plan.lasting:
                 register_shards(context.instance, [s.key for s in plan.shards])
-            compute = lasting_compute()  # Ray when RAY_ADDRESS names a cluster, else in-process
+            compute = lasting_compute(compute)  # Ray when the compute resource names a cluster, else in-process
             summary = ingest(
                 warehouse, config, context.log.info, lake, context.run_id, compute,
                 on_shard=lambda shard: context.instance.report_runless_asset_event(shard_materialization(shard, context.run_id)),

@@ -18,6 +18,7 @@ import dagster as dg
 import polars as pl
 from pydantic import BaseModel, Field
 
+from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource
 from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
@@ -155,7 +156,8 @@ def alpaca_rows(plans: list[AlpacaPlan], results: list, seeds: list[SeedTask], r
     automation_condition=on_code_change(),
 )
 def alpaca_instructions(
-    context: dg.AssetExecutionContext, config: AlpacaConfig, warehouse: Warehouse, llm: LLMResource
+    context: dg.AssetExecutionContext, config: AlpacaConfig, warehouse: Warehouse, llm: LLMResource,
+    compute: Compute,
 ) -> dg.MaterializeResult:
     """Instruction/input/output rows written by the LLM in one call each, Alpaca-style:
     every call gets a seeded topic and subtopic from the synthesis catalog, a persona, and
@@ -176,7 +178,7 @@ def alpaca_instructions(
             ChatRequest(build_messages(p, by_id), temperature=config.temperature, max_tokens=config.max_tokens, row_id=p.plan_id)
             for p in plans
         ]
-        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute()) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute(compute)) as session:
             session.log_estimate(len(requests), 450, config.max_tokens)
             results = complete_json(session, requests, schema=AlpacaTask, local_lengths=LOCAL_LENGTHS)
             rows, rejects = alpaca_rows(plans, results, seeds, rules, session.model)

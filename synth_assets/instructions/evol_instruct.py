@@ -27,6 +27,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource
 from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
@@ -213,7 +214,8 @@ def evolve_round(session, chains: list[Chain], round_number: int, config: EvolIn
     automation_condition=on_code_change(),
 )
 def evol_instruct(
-    context: dg.AssetExecutionContext, config: EvolInstructConfig, warehouse: Warehouse, llm: LLMResource
+    context: dg.AssetExecutionContext, config: EvolInstructConfig, warehouse: Warehouse, llm: LLMResource,
+    compute: Compute,
 ) -> dg.MaterializeResult:
     """Instructions made step by step harder (in-depth) or broader (in-breadth) from a
     seeded sample of the shipped seed tasks, WizardLM's Evol-Instruct: `rounds` rounds,
@@ -236,7 +238,7 @@ def evol_instruct(
     chains = [Chain(task, [task.task_id], [given_prompt(task)]) for task in sample]
     rows, rejects = [], []
     with warehouse.materialization(context) as lake:
-        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute()) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute(compute)) as session:
             session.log_estimate(len(chains) * config.rounds * 3, 400, config.response_max_tokens)
             for round_number in range(1, config.rounds + 1):
                 round_rows, round_rejects = evolve_round(session, chains, round_number, config)

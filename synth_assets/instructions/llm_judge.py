@@ -14,6 +14,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource
 from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
@@ -153,7 +154,8 @@ def judge_metadata(verdicts: list[dict], missing: list[str]) -> dict:
     automation_condition=on_upstream_change(),
 )
 def llm_judge(
-    context: dg.AssetExecutionContext, config: LLMJudgeConfig, warehouse: Warehouse, llm: LLMResource
+    context: dg.AssetExecutionContext, config: LLMJudgeConfig, warehouse: Warehouse, llm: LLMResource,
+    compute: Compute,
 ) -> dg.MaterializeResult:
     """An LLM's 0-5 score and rationale for every generated row (AlpaGasus), one row per
     judged row: `dataset` (the table), `judged_id` (its `section_id`, `exercise_id` or
@@ -174,7 +176,7 @@ def llm_judge(
     verdicts: list[dict] = []
     missing = []
     with warehouse.materialization(context) as lake:
-        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute()) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute(compute)) as session:
             for dataset in wanted:
                 if not lake.table_exists(dataset.name):
                     missing.append(dataset.name)

@@ -18,6 +18,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource
 from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
@@ -220,7 +221,8 @@ def classify_and_instantiate(session, tasks: list[PoolTask], seeds: list[SeedTas
     automation_condition=on_code_change(),
 )
 def self_instruct(
-    context: dg.AssetExecutionContext, config: SelfInstructConfig, warehouse: Warehouse, llm: LLMResource
+    context: dg.AssetExecutionContext, config: SelfInstructConfig, warehouse: Warehouse, llm: LLMResource,
+    compute: Compute,
 ) -> dg.MaterializeResult:
     """Instruction/input/output rows made by Self-Instruct from the shipped seed pool of
     43 coding tasks (`synth_assets/instructions/seeds/`, optionally plus passing
@@ -241,7 +243,7 @@ def self_instruct(
     config = with_settings(config, "self_instruct")
     with warehouse.materialization(context) as lake:
         seeds = list(load_seed_tasks()) + exercise_seed_tasks(lake, config.n_exercise_seeds)
-        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute()) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute(compute)) as session:
             n_calls = config.rounds * config.requests_per_round
             session.log_estimate(n_calls * 3, 350, config.max_tokens)
             machine, rejects, pool_sizes = generate_pool(session, seeds, config)

@@ -16,6 +16,7 @@ import dagster as dg
 import polars as pl
 from pydantic import BaseModel, Field
 
+from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource
 from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
@@ -178,7 +179,8 @@ def answer_rows(accepted, results, model: str) -> tuple[list[dict], list[dict]]:
     automation_condition=on_upstream_change(),
 )
 def self_qa(
-    context: dg.AssetExecutionContext, config: SelfQAConfig, warehouse: Warehouse, llm: LLMResource
+    context: dg.AssetExecutionContext, config: SelfQAConfig, warehouse: Warehouse, llm: LLMResource,
+    compute: Compute,
 ) -> dg.MaterializeResult:
     """Question/answer rows grounded in `filtered_textbook` documents (Self-QA): for a
     seeded sample of documents the LLM writes standalone questions about the first
@@ -193,7 +195,7 @@ def self_qa(
     config = with_settings(config, "self_qa")
     with warehouse.materialization(context) as lake:
         documents = sample_documents(lake, config.n_documents, config.seed)
-        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute()) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute(compute)) as session:
             session.log_estimate(len(documents) * (1 + config.questions_per_document), 500, config.answer_max_tokens)
             question_results = complete_json(
                 session,

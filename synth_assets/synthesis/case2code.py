@@ -26,6 +26,7 @@ import dagster as dg
 import polars as pl
 from pydantic import BaseModel, Field
 
+from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource, StructuredResult
 from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
@@ -184,7 +185,8 @@ def case_rows(
     automation_condition=on_code_change(),
 )
 def case2code(
-    context: dg.AssetExecutionContext, config: Case2CodeConfig, warehouse: Warehouse, llm: LLMResource
+    context: dg.AssetExecutionContext, config: Case2CodeConfig, warehouse: Warehouse, llm: LLMResource,
+    compute: Compute,
 ) -> dg.MaterializeResult:
     """Case2Code samples (Shao et al. 2024): one row per corpus function, with `program`
     (the function and the imports it needs), `inputs` and `outputs` (canonical argument
@@ -216,7 +218,7 @@ def case2code(
                         max_tokens=config.max_tokens, row_id=f.function_id)
             for f in functions
         ]
-        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute()) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute(compute)) as session:
             session.log_estimate(len(requests), 250, config.max_tokens)
             results = session.complete_json(requests, schema=ProposedInputs)
             rows, rejects = case_rows(functions, results, config, limits, session.model)

@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, Field
 
+from resources.compute import Compute
 from resources.llm import ChatRequest, LLMResource, StructuredResult
 from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
@@ -277,7 +278,8 @@ PERSONA_REJECT_SCHEMA = {
     automation_condition=on_code_change(),
 )
 def personas(
-    context: dg.AssetExecutionContext, config: PersonasConfig, warehouse: Warehouse, llm: LLMResource
+    context: dg.AssetExecutionContext, config: PersonasConfig, warehouse: Warehouse, llm: LLMResource,
+    compute: Compute,
 ) -> dg.MaterializeResult:
     """The persona pool the synthesis prompts draw from (Persona Hub), one row per
     persona: `persona`, `source` (`catalog` for the shipped list, `text:<doc_id>` for a
@@ -297,7 +299,7 @@ def personas(
     catalog_rows = [PersonaRow(text, "catalog", 0) for text in load_catalog().personas]
     with warehouse.materialization(context) as lake:
         docs = sample_corpus_files(lake, CORPUS_TABLES, config.n_docs, config.seed)
-        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute()) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute(compute)) as session:
             session.log_estimate(len(docs) * (1 + config.hops), 250, config.max_tokens)
             grown, rejects = grow_personas(session, docs, config)
             kept, duplicates = dedupe(catalog_rows + grown, session.embed, config.jaccard_threshold, config.cosine_threshold)

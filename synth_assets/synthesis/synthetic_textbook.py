@@ -24,6 +24,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from resources.compute import Compute
 from resources.llm import ChatResult, LLMResource
 from resources.llm.batches import on_cluster
 from resources.warehouse import Warehouse
@@ -247,7 +248,8 @@ def shape_metadata(kept: list[dict]) -> dict:
     automation_condition=on_upstream_change(),
 )
 def synthetic_textbook(
-    context: dg.AssetExecutionContext, config: SyntheticTextbookConfig, warehouse: Warehouse, llm: LLMResource
+    context: dg.AssetExecutionContext, config: SyntheticTextbookConfig, warehouse: Warehouse, llm: LLMResource,
+    compute: Compute,
 ) -> dg.MaterializeResult:
     """Synthetic textbook sections, one per row of `textbook_prompts`, written from the
     reconstructed phi-1 prompt: an extract from the middle of a topic teaching one
@@ -284,7 +286,7 @@ def synthetic_textbook(
     lengths = Lengths(config.max_tokens, config.summary_max_tokens, config.sentence_max_tokens)
     with warehouse.materialization(context) as lake:
         plans = load_plans(lake)
-        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute()) as session:
+        with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute(compute)) as session:
             calls_each = 3 if config.generation_mode == "iterative" else 1
             session.log_estimate(len(plans) * calls_each, 250, config.max_tokens)
             steps, results = generate_sections(session, plans, config.generation_mode, lengths, config.temperature,
