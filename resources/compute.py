@@ -1,8 +1,8 @@
 """Where the embarrassingly parallel work runs: in this process (the embedded default), or
 on a Ray cluster when one is named.
 
-    compute = Compute()                                   # RAY_ADDRESS unset: in-process
-    compute = Compute(ray_address="ray://head:10001")     # or env RAY_ADDRESS
+    compute = Compute()                                   # in-process
+    compute = Compute(ray_address="ray://head:10001")     # (in a step: or env RAY_ADDRESS, see lasting_compute)
     compute = Compute(ray_address="local", num_cpus=2)    # a local cluster, for tests/benchmarks
     with compute.engine() as engine:
         for summary in engine.map(score_shard, shards):  # results as they finish
@@ -15,9 +15,10 @@ through the driver. A task whose worker dies is retried by Ray (`max_task_retrie
 work that writes to the lake must therefore be idempotent per item (replace the item's
 rows, never append blindly), and LLM work is, because answers are cached before use.
 
-Who connects to the cluster: either this resource itself (`ray_address`: `ray.init` for the
-step, `ray.shutdown` after), or a dagster-ray resource nested in it (`ray_cluster`), which
-Dagster sets up before the step and tears down after it, as dagster-ray does for any asset:
+Who connects to the cluster: either this resource itself (`ray_address`: `ray.init` when a
+step opens its engine, `ray.shutdown` when it closes it), or a dagster-ray resource nested in
+it (`ray_cluster`), which Dagster sets up with the resource, before the step (before the run,
+under the in-process executor), and tears down after it, as dagster-ray does for any asset:
 
     Compute(ray_cluster=LocalRay(ray_init_options={"num_cpus": 2}))     # a local cluster per step
     Compute(ray_cluster=KubeRayInteractiveJob(...))                      # a KubeRay cluster per step
@@ -105,10 +106,11 @@ class Compute(dg.ConfigurableResource):
     """The engine for parallel work inside a step. Unset: in-process, no Ray needed."""
 
     ray_address: str | None = Field(
-        default_factory=lambda: os.environ.get(RAY_ADDRESS_ENV) or None,
+        default=None,
         description=f"A Ray cluster to run shards and batches on: 'ray://head:10001' (client mode), 'auto' "
         f"(the cluster this machine belongs to, after `ray start`), or '{LOCAL}' (start a local cluster for "
-        f"this process, for tests and benchmarks). Unset (env {RAY_ADDRESS_ENV} unset too): in-process.",
+        f"this process, for tests and benchmarks). Unset: env {RAY_ADDRESS_ENV}, else `ray_address` under "
+        f"[compute] in the settings file (`synth_assets.settings.lasting_compute`), else in-process.",
     )
     ray_cluster: RayResource | None = Field(
         default=None,
@@ -140,6 +142,13 @@ class Compute(dg.ConfigurableResource):
 
         started_here = not ray.is_initialized()
         if started_here:
+            if self.ray_cluster is not None:
+                raise RuntimeError(
+                    f"the compute resource's ray_cluster ({self.ray_cluster.display_name}) has not connected this "
+                    "process to its cluster: dagster-ray connects it when Dagster sets the resource up for a step, "
+                    "unless its lifecycle says connect=False (our steps need the connection: leave it True); "
+                    "outside a Dagster step, name the cluster with ray_address instead"
+                )
             self._connect(ray)
         try:
             yield RayEngine(self.max_task_retries, self.max_in_flight, self.num_cpus_per_task)
@@ -148,11 +157,7 @@ class Compute(dg.ConfigurableResource):
                 ray.shutdown()
 
     def _connect(self, ray: Any) -> None:
-        """`ray.init` for this step; with a `ray_cluster`, only when its lifecycle left the
-        connection to us (`connect=False`): it normally connected before the step began."""
-        if self.ray_cluster is not None:
-            ray.init(address=self.ray_cluster.ray_address, **{"log_to_driver": False, **self.ray_cluster.ray_init_options})
-        elif self.ray_address == LOCAL:
+        if self.ray_address == LOCAL:
             ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=self.ray_address, log_to_driver=False)

@@ -126,8 +126,10 @@ def lasting_compute(compute: Any = None):
         max_task_retries = 3
         max_in_flight = 64
 
-    A field the resource sets explicitly (in the definitions, or in a test) wins over the
-    file; a dagster-ray `ray_cluster` is the resource's alone (it is code, not a setting).
+    A field the resource sets (in the definitions, or in a test) to other than its default
+    wins over the file: Dagster hands a step only the values that differ from the defaults,
+    so one set to its default counts as unset. A dagster-ray `ray_cluster` is the
+    resource's alone (it is code, not a setting).
     No table, no RAY_ADDRESS, no cluster resource: in-process, as before."""
     from resources.compute import RAY_ADDRESS_ENV, Compute
 

@@ -6,6 +6,8 @@ in-process run's, and nothing of the cluster outlives the step."""
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 import pytest
 
@@ -72,14 +74,16 @@ def test_generation_batches_go_to_the_dagster_ray_cluster_and_are_accounted_to_t
     from tests.test_instructions_self_instruct import llm_for
 
     config = SelfInstructConfig(rounds=2, requests_per_round=6, sandbox_timeout_s=2.0)
-    rows, calls = {}, {}
+    rows, calls, workers = {}, {}, {}
     for mode, compute in (("in-process", Compute()), ("ray", local_ray_compute())):
         warehouse = Warehouse(path=str(tmp_path / mode))
-        with OpenAIDouble(chat=self_instruct_responder) as server:
+        with OpenAIDouble(chat=self_instruct_responder) as server, dg.instance_for_test() as instance:
             result = dg.materialize([self_instruct], resources={"compute": compute, "warehouse": warehouse,
                                                                 "llm": llm_for(server)},
-                                    run_config=dg.RunConfig({"self_instruct": config}))
+                                    run_config=dg.RunConfig({"self_instruct": config}), instance=instance)
             calls[mode] = len(server.chat_requests)
+            workers[mode] = [line.split("worker processes: ")[1].split(", ") for line in run_log(instance, result)
+                             if line.startswith("LLM: ") and "worker processes: " in line]
         assert result.success
         (event,) = result.asset_materializations_for_node("self_instruct")
         assert event.metadata["compute"].value == mode
@@ -89,20 +93,18 @@ def test_generation_batches_go_to_the_dagster_ray_cluster_and_are_accounted_to_t
         assert ledger["runs"][0] == 1 and ledger["n"][0] == calls[mode]  # every call in the step's ledger, once
         rows[mode] = warehouse.query("SELECT instruction_id, instruction, round FROM self_instruct ORDER BY instruction_id")
     assert calls["ray"] == calls["in-process"]
+    # each round's batches ran in Ray worker processes, not in the step's
+    assert workers["in-process"] == [] and len(workers["ray"]) >= 2
+    assert all(int(worker.rsplit(":", 1)[1]) != os.getpid() for line in workers["ray"] for worker in line)
     assert rows["ray"].height == 4 and rows["ray"].equals(rows["in-process"])
 
 
-def test_a_cluster_resource_that_leaves_the_connection_to_the_step_is_joined_and_left_by_the_engine(no_cluster):
-    """`lifecycle.connect=False` (a user who wants the cluster made but the step to connect):
-    the engine calls `ray.init` itself with the resource's address and options, runs the
-    items as Ray tasks in other processes, and disconnects after."""
-    import os
-
-    compute = Compute(ray_cluster=dagster_ray.LocalRay(
-        lifecycle=dagster_ray.Lifecycle(connect=False),
-        ray_init_options={"num_cpus": 2, "include_dashboard": False, "log_to_driver": True}))
-    with compute.engine() as engine:
-        assert engine.name == "ray" and ray.is_initialized() and engine.workers == 2
-        pids = set(engine.map(lambda _: os.getpid(), range(4)))
-    assert os.getpid() not in pids
+def test_a_cluster_resource_that_did_not_connect_the_step_is_a_clear_error(no_cluster):
+    """`lifecycle.connect=False` (or a ray_cluster used outside a Dagster step): the engine
+    does not `ray.init` around dagster-ray (which would skip its env vars, runtime env and a
+    KubeRay job's bookkeeping) but says what to change, and starts nothing."""
+    compute = Compute(ray_cluster=dagster_ray.LocalRay(lifecycle=dagster_ray.Lifecycle(connect=False)))
+    with pytest.raises(RuntimeError, match="ray_cluster \\(LocalRay\\) has not connected.*connect=False"):
+        with compute.engine():
+            pass
     assert not ray.is_initialized()

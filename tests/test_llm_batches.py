@@ -22,6 +22,7 @@ from resources.llm import ChatRequest, LLMResource
 from resources.llm.batches import on_cluster, plan_batches
 from resources.warehouse import Warehouse
 from synth_assets.filtering.annotated_sample import AnnotateConfig, annotated_sample
+from synth_assets.settings import lasting_compute
 from synth_assets.synthesis.synthetic_textbook import SyntheticTextbookConfig, synthetic_textbook
 from synth_assets.synthesis.textbook_prompts import TextbookPromptsConfig, textbook_prompts
 from tests.openai_double import TEST_KEY_REF, OpenAIDouble  # sets the key variable before Ray starts its workers
@@ -264,9 +265,9 @@ ANSWER_WORDS = 100  # the double counts a word as a completion token
 
 
 @dg.asset
-def two_rounds(context, warehouse: Warehouse, llm: LLMResource) -> None:
+def two_rounds(context, warehouse: Warehouse, llm: LLMResource, compute: Compute) -> None:
     """A generation step in two rounds of calls, as synthetic_textbook's iterative mode makes them."""
-    with llm.session(context, warehouse) as driver, on_cluster(driver, Compute()) as session:
+    with llm.session(context, warehouse) as driver, on_cluster(driver, lasting_compute(compute)) as session:
         for round_number in range(2):
             session.complete([
                 ChatRequest(messages=[{"role": "user", "content": f"round {round_number}, request {i}"}],
@@ -275,16 +276,20 @@ def two_rounds(context, warehouse: Warehouse, llm: LLMResource) -> None:
             ])
 
 
-def test_one_budget_holds_over_every_round_of_a_generation_step(tmp_path, local_cluster, monkeypatch):
-    """The materialization's budget actor lives until the step leaves `on_cluster`: the
-    second round's workers spend what the first round left, not a fresh budget. The
-    answers are as long as their max_tokens, so a reservation is what the call costs; the
-    budget fits one round (plus the requests in flight) and not two."""
+@pytest.mark.parametrize("driver_on_cluster", [False, True], ids=["step-connects-for-batches", "step-on-cluster"])
+def test_one_budget_holds_over_every_round_of_a_generation_step(tmp_path, local_cluster, monkeypatch, driver_on_cluster):
+    """The materialization's budget actor lives until the step is done with it: the second
+    round's workers spend what the first round left, not a fresh budget, and the actor is
+    gone after the step. The answers are as long as their max_tokens, so a reservation is
+    what the call costs; the budget fits one round (plus the requests in flight) and not two.
+
+    Two ways a step meets the cluster: it connects only to send its batches (RAY_ADDRESS:
+    the driver's own session keeps a process budget, the actor goes when the step leaves
+    `on_cluster`), or its process is on the cluster for the whole step (a dagster-ray
+    `ray_cluster`: the driver's session shares the actor and removes it when it closes)."""
     monkeypatch.setenv("RAY_ADDRESS", "local")
-    # as in a step process, which connects to the cluster only to send the batches: the
-    # driver's own session keeps a process budget and the workers share the actor (in
-    # this test process Ray is already connected, by the module's cluster)
-    monkeypatch.setattr("resources.llm.session.on_ray_cluster", lambda: False)
+    if not driver_on_cluster:  # this test process is connected already, by the module's cluster
+        monkeypatch.setattr("resources.llm.session.on_ray_cluster", lambda: False)
     warehouse = Warehouse(path=str(tmp_path / "lake"))
     with OpenAIDouble(chat=lambda body: " ".join(["word"] * ANSWER_WORDS)) as server:
         settings = dict(base_url=server.base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini", max_retries=0,

@@ -88,3 +88,31 @@ def test_the_compute_resource_s_own_fields_win_over_the_file_and_a_late_ray_addr
     settings_file.write_text('[compute]\nray_cluster = "local"\n')  # a cluster resource is code, not a setting
     with pytest.raises(SettingsError, match="ray_cluster"):
         lasting_compute(built_at_load)
+
+
+def test_inside_a_dagster_step_the_file_and_the_env_still_name_the_cluster(settings_file, monkeypatch):
+    """What a step sees: Dagster rebuilds the resource for the run, so the precedence must
+    hold on that copy, not only on one built in a test."""
+    import dagster as dg
+
+    from resources.compute import Compute
+    from synth_assets.settings import lasting_compute
+
+    @dg.asset
+    def engine_settings(compute: Compute) -> tuple:
+        seen = lasting_compute(compute)
+        return seen.ray_address, seen.max_in_flight, seen.max_task_retries, seen.distributed
+
+    def in_a_step(resource: Compute) -> tuple:
+        return dg.materialize([engine_settings], resources={"compute": resource}).output_for_node("engine_settings")
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    settings_file.write_text('[compute]\nray_address = "ray://file:10001"\nmax_in_flight = 8\nmax_task_retries = 5\n')
+    assert in_a_step(Compute()) == ("ray://file:10001", 8, 5, True)
+    assert in_a_step(Compute(max_in_flight=2)) == ("ray://file:10001", 2, 5, True)  # the resource's own value wins
+    monkeypatch.setenv("RAY_ADDRESS", "ray://env:10001")
+    assert in_a_step(Compute()) == ("ray://env:10001", 8, 5, True)
+    assert in_a_step(Compute(ray_address="ray://resource:10001"))[0] == "ray://resource:10001"
+    settings_file.write_text("[other]\nx = 1\n")
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert in_a_step(Compute()) == (None, None, 3, False)

@@ -383,7 +383,9 @@ def absorb_worker_calls(session: LLMSession, worker_totals: list[Totals]) -> Non
 def drop_budget_actor(session: LLMSession, task_context: TaskContext) -> None:
     """The workers' sessions shared one detached budget actor for this materialization
     (`session.budget_for`); it would outlive the run, a process on the cluster each, so it
-    goes when the step leaves `on_cluster`, after its last round of batches. Left alone if the driver's own session uses it."""
+    goes when the step leaves `on_cluster`, after its last round of batches. Left alone if the driver's own session uses it
+    (the step's process was on the cluster all along: a dagster-ray `ray_cluster`): that session
+    removes it when it closes (`ClusterBudget.release`)."""
     if session.resource.max_cost_usd is None or not task_context.run_id or isinstance(session.budget, ClusterBudget):
         return
     asset = task_context.asset_key.to_user_string() if task_context.asset_key is not None else None

@@ -95,3 +95,13 @@ class ClusterBudget(Budget):
         import ray
 
         ray.get(self._actor.settle.remote(self.worker, self.spent_usd))
+
+    def release(self) -> None:
+        """Remove the materialization's actor (detached: it would outlive the run on a
+        cluster that outlives the step). Called by the step's own session when it closes."""
+        import ray
+
+        try:
+            ray.kill(self._actor)
+        except Exception:  # noqa: BLE001 -- best effort: gone with its cluster already
+            pass

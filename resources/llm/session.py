@@ -31,6 +31,7 @@ import dagster as dg
 import numpy as np
 import pydantic
 
+from resources.compute import TaskContext
 from resources.llm import store
 from resources.llm.batch import BatchJobs
 from resources.llm.budget import Budget, ClusterBudget
@@ -237,6 +238,11 @@ class LLMSession:
                 self._db_stack.close()
                 if isinstance(self.budget, ClusterBudget):
                     self.budget.settle()
+                    if not isinstance(self.context, TaskContext):
+                        # the step's own session, connected to the cluster for the whole step
+                        # (a dagster-ray ray_cluster): the workers' sessions are done, and so
+                        # is the materialization's spending
+                        self.budget.release()
 
     async def _stop_tasks(self) -> None:
         """Cancel the requests still in flight (their answers are not received, so not
