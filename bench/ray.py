@@ -230,6 +230,9 @@ def paced_requests(task: tuple[str, str, int, float]) -> int:
     """One Ray worker: `n` concurrent generation requests through the LLM layer (the real
     path: cache, ledger, retries), whose transport paces them by the cluster's one limiter
     for the endpoint. The ledger (`llm_calls`) keeps when each answer came and its latency."""
+    import dagster as dg
+
+    from resources.compute import TaskContext
     from resources.llm import ChatRequest, LLMResource
     from resources.warehouse import Warehouse
     from tests.openai_double import TEST_KEY_REF
@@ -239,7 +242,8 @@ def paced_requests(task: tuple[str, str, int, float]) -> int:
     llm = LLMResource(base_url=base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini", requests_per_minute=int(rpm),
                       max_concurrency=n, max_cost_usd=None)
     requests = [ChatRequest(messages=[{"role": "user", "content": f"write section {worker}-{i}"}]) for i in range(n)]
-    with llm.session(None, Warehouse(path=lake_path)) as session:
+    # a task's context, as the generation assets' batches carry: the requests go out through the relay actor
+    with llm.session(TaskContext("bench-rpm", dg.AssetKey("bench_rpm")), Warehouse(path=lake_path)) as session:
         results = session.complete(requests)
     assert all(r.ok for r in results), [r.error for r in results if not r.ok][:1]
     return len(results)
@@ -251,7 +255,7 @@ def rate_limit_check(requests: int, rpm: float) -> dict:
     import ray
 
     from resources.compute import Compute
-    from tests.openai_double import OpenAIDouble
+    from tests.openai_double import TEST_KEY, TEST_KEY_ENV, OpenAIDouble
 
     arrivals: list[float] = []
 
@@ -261,7 +265,8 @@ def rate_limit_check(requests: int, rpm: float) -> dict:
 
     lake = tempfile.mkdtemp(prefix="bench-ray-llm-")
     with OpenAIDouble(chat=answer, latency_s=0.05) as server:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {TEST_KEY_ENV: TEST_KEY}})  # the key on every node, the relay's too
         try:
             with Compute(ray_address="local").engine() as engine:
                 half = requests // 2

@@ -93,6 +93,11 @@ def local_cluster():
     ray = pytest.importorskip("ray")
     from resources.compute import Compute
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from tests.openai_double import TEST_KEY, TEST_KEY_ENV
+
+    # the test double's key in every process of the cluster (workers, the LLM relay actor),
+    # as a user sets OPENAI_API_KEY on every node
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {TEST_KEY_ENV: TEST_KEY}})
     yield Compute(ray_address="local", num_cpus=2)
     ray.shutdown()

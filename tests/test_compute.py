@@ -354,6 +354,72 @@ def test_a_killed_workers_retry_pays_for_no_answer_twice(tmp_path, local_cluster
 # --------------------------------------------------------------------------- the corpus shards on Ray
 
 
+IN_FLIGHT = 4
+
+
+def dies_with_requests_in_flight(item: tuple[str, str, str]) -> dict:
+    """IN_FLIGHT chat requests at once through the real session on a Ray worker. On its
+    first attempt the worker SIGKILLs itself while all of them are in flight (sent, the
+    double still answering): a node lost mid-request."""
+    import signal
+    import threading
+
+    import dagster as dg
+    import ray
+
+    from resources.compute import TaskContext
+    from resources.llm import ChatRequest, LLMResource
+    from resources.llm.relay import RELAY_PREFIX, relay_namespace
+    from tests.openai_double import TEST_KEY_REF
+
+    base_url, lake_path, markers = item
+    marker = Path(markers) / "died-in-flight"
+    llm = LLMResource(base_url=base_url, api_key=TEST_KEY_REF, model="gpt-4o-mini", max_cost_usd=None,
+                      max_concurrency=IN_FLIGHT)
+    context = TaskContext("run-in-flight", dg.AssetKey("in_flight"), None)
+    with llm.session(context, Warehouse(path=lake_path)) as session:
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+
+            def kill_when_all_in_flight() -> None:
+                relay = ray.get_actor(f"{RELAY_PREFIX}{session.endpoint.endpoint_id}", namespace=relay_namespace())
+                deadline = time.monotonic() + 60
+                while ray.get(relay.stats.remote())["posts"] < IN_FLIGHT and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            threading.Thread(target=kill_when_all_in_flight, daemon=True).start()
+        results = session.complete([ChatRequest(messages=[{"role": "user", "content": f"in flight {i}"}])
+                                    for i in range(IN_FLIGHT)])
+    return {"answers": [r.text for r in results], "ok": all(r.ok for r in results), "pid": os.getpid()}
+
+
+def test_a_worker_killed_with_requests_in_flight_gets_them_answered_once(tmp_path, local_cluster):
+    """A task's requests go out through its endpoint's relay actor (resources/llm/relay.py):
+    a worker killed while its requests are in flight leaves them to the relay, and the
+    retried task gets those answers from it. The endpoint answers each request once, and
+    the ledger holds each paid call once. (Sent from the task itself, every request in
+    flight at the kill would be answered, and paid, twice.)"""
+    from collections import Counter
+
+    from tests.openai_double import OpenAIDouble
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    lake = str(tmp_path / "lake")
+    with OpenAIDouble(latency_s=2.0) as server:
+        with local_cluster.engine() as engine:
+            (result,) = list(engine.map(dies_with_requests_in_flight, [(server.base_url, lake, str(markers))]))
+        answered = Counter(body["messages"][-1]["content"] for body in server.answered)
+    died_pid = int((markers / "died-in-flight").read_text())
+    assert result["ok"] and result["pid"] != died_pid  # retried in another worker process
+    assert answered == {f"in flight {i}": 1 for i in range(IN_FLIGHT)}
+    ledger = Warehouse(path=lake).read_only().query(
+        "SELECT cache_key, status, cache_hit FROM llm_calls WHERE run_id = 'run-in-flight'")
+    assert ledger.height == IN_FLIGHT and ledger["cache_key"].n_unique() == IN_FLIGHT
+    assert (ledger["status"] == "ok").all() and not ledger["cache_hit"].any()
+
+
 def test_the_corpus_shards_on_a_ray_cluster_equal_the_in_process_run(tmp_path, local_cluster, monkeypatch):
     """raw_stack_plus on a tree cut into 4 shards, twice on fresh lakes: in-process, then with
     RAY_ADDRESS naming the local cluster, where each shard is a Ray task that reads its files

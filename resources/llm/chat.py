@@ -22,6 +22,7 @@ from resources.llm.budget import Budget
 from resources.llm.errors import BatchRequestError, UnexpectedResponse
 from resources.llm.pricing import Pricer, estimate_tokens
 from resources.llm.recorder import Recorder
+from resources.llm.relay import Relay
 from resources.llm.transport import Transport
 from resources.llm.types import ChatRequest, ChatResult, Status
 from resources.llm.workers import Progress, stream
@@ -68,6 +69,7 @@ class ChatCompletions:
         self.price = price
         self.model = model
         self.endpoint_id = endpoint_id
+        self.relay: Relay | None = None  # set by the session in a Ray task
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.seed = seed
@@ -183,15 +185,19 @@ class ChatCompletions:
             return ChatResult(text=None, cache_key=job.key, status="budget_exceeded", error="budget reached (max_cost_usd)")
         started = time.perf_counter()
         with self.budget.reserve(reserve):
-            response, attempts, error = await self.transport.send(
+            if self.relay is not None:  # a Ray task: through the endpoint's relay actor (relay.py)
+                post = lambda: self.relay.post(client, job.key, "/chat/completions", job.body)  # noqa: E731
+            else:
                 # The raw POST skips the SDK's per-request TypedDict transform and response
                 # model construction (~5 ms CPU a call); the body is already API-shaped.
-                lambda: client.post("/chat/completions", body=job.body, cast_to=object), job.est_tokens
-            )
+                post = lambda: client.post("/chat/completions", body=job.body, cast_to=object)  # noqa: E731
+            response, attempts, error = await self.transport.send(post, job.est_tokens)
         latency = time.perf_counter() - started
         if error is not None:
             return self.recorder.failure(job.key, "chat", self.model, error, attempts, latency, "online")
         result = self._answer(job.key, job.body, response, attempts, latency, "online")
+        if self.relay is not None:
+            self.relay.ack(job.key)  # journalled by _answer: the relay may let it go
         if result.cost_usd is None:
             self.budget.charge_unpriced(reserve)  # no usage reported: count the most it can cost
         return result

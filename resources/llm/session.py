@@ -9,6 +9,7 @@ own module:
     recorder.py     llm_cache / llm_calls rows, running totals
     budget.py       max_cost_usd
     transport.py    the AsyncOpenAI client, rate limiter, retries
+    relay.py        in a Ray task: chat requests through the endpoint's relay actor
     chat.py         complete()                  structured.py   complete_json()
     embeddings.py   embed()                     batch.py        the Batch API mode
 """
@@ -42,6 +43,7 @@ from resources.llm.errors import LLMConfigError, LLMError
 from resources.llm.pricing import ModelPrice, price_known, price_usd
 from resources.llm.journal import Journal, journal_dir, replay_orphans
 from resources.llm.recorder import Recorder, Totals, write_rows
+from resources.llm.relay import Relay
 from resources.llm.retries import RetryPolicy
 from resources.llm.structured import complete_json, resolve_mode
 from resources.llm.transport import Transport, on_ray_cluster
@@ -151,6 +153,10 @@ class LLMSession:
             model=self.model, temperature=resource.temperature, max_tokens=resource.max_tokens, seed=resource.seed, **shared
         )
         self.embeddings = Embeddings(model=self.embedding_model, batch_size=self.embed_batch_size, **shared)
+        if isinstance(context, TaskContext) and on_ray_cluster() and not endpoint.is_local and not resource.batch_mode:
+            # a Ray task: a request in flight when this process dies is answered to the relay,
+            # which hands the answer to the retry instead of the endpoint answering twice
+            self.chat.relay = Relay(endpoint, resource.api_key, self.timeout_s, resource.max_concurrency)
 
     def complete(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
         """Chat completions, in request order. Never raises for a failed request: its
