@@ -369,7 +369,7 @@ def dies_with_requests_in_flight(item: tuple[str, str, str]) -> dict:
 
     from resources.compute import TaskContext
     from resources.llm import ChatRequest, LLMResource
-    from resources.llm.relay import RELAY_PREFIX, relay_namespace
+    from resources.llm.relay import relay_namespace
     from tests.openai_double import TEST_KEY_REF
 
     base_url, lake_path, markers = item
@@ -382,7 +382,7 @@ def dies_with_requests_in_flight(item: tuple[str, str, str]) -> dict:
             marker.write_text(str(os.getpid()))
 
             def kill_when_all_in_flight() -> None:
-                relay = ray.get_actor(f"{RELAY_PREFIX}{session.endpoint.endpoint_id}", namespace=relay_namespace())
+                relay = ray.get_actor(session.chat.relay.name, namespace=relay_namespace())
                 deadline = time.monotonic() + 60
                 while ray.get(relay.stats.remote())["posts"] < IN_FLIGHT and time.monotonic() < deadline:
                     time.sleep(0.05)
@@ -418,6 +418,37 @@ def test_a_worker_killed_with_requests_in_flight_gets_them_answered_once(tmp_pat
         "SELECT cache_key, status, cache_hit FROM llm_calls WHERE run_id = 'run-in-flight'")
     assert ledger.height == IN_FLIGHT and ledger["cache_key"].n_unique() == IN_FLIGHT
     assert (ledger["status"] == "ok").all() and not ledger["cache_hit"].any()
+
+
+def test_the_relay_raises_an_endpoints_errors_in_the_task_as_they_were():
+    """Errors cross from the relay actor as data and come back as the `openai` exceptions
+    (or JSON decode error) they were, so the task's retries classify them as before."""
+    import json
+
+    import openai
+
+    from resources.llm.relay import describe_error, raise_error
+    from resources.llm.retries import is_retryable, retry_after_s
+    from resources.llm.transport import _httpx as httpx2
+
+    client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1")
+    request = httpx2.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    limited = client._make_status_error(
+        "slow down", body={"error": {"message": "slow down"}},
+        response=httpx2.Response(429, headers={"retry-after": "3"}, request=request))
+    refused = client._make_status_error("bad", body=None, response=httpx2.Response(400, request=request))
+    cases = [(limited, openai.RateLimitError, True), (refused, openai.BadRequestError, False),
+             (openai.APITimeoutError(request=request), openai.APITimeoutError, True),
+             (json.JSONDecodeError("Expecting value", "<html>", 0), json.JSONDecodeError, True)]
+    for error, kind, retryable in cases:
+        described = describe_error(error)
+        json.dumps(described)  # plain data: crosses Ray as it is
+        with pytest.raises(kind) as raised:
+            raise_error(described, client, "http://127.0.0.1:9/v1")
+        assert is_retryable(raised.value) is retryable
+    with pytest.raises(openai.RateLimitError) as raised:
+        raise_error(describe_error(limited), client, "http://127.0.0.1:9/v1")
+    assert retry_after_s(raised.value) == 3.0
 
 
 def test_the_corpus_shards_on_a_ray_cluster_equal_the_in_process_run(tmp_path, local_cluster, monkeypatch):

@@ -4,13 +4,21 @@ so a task killed mid-request does not lose what it was waiting for.
 A request's answer exists once the endpoint sends it, and the endpoint bills it then. A
 task that sent the request itself and died before reading the answer loses it: the
 retried task asks (and pays) again. So tasks hand their requests to the relay
-(`synth_assets.relay:<endpoint_id>`, a detached async actor with the endpoint's HTTP
-client), which keeps every answer under its cache key until the asking task says it has
-it durably (journalled: `ack`). A retried task that asks for a key the relay holds, or is
-still waiting for, gets that answer: the endpoint answers each request once however many
-task processes die around it. The relay never holds an answer longer than it takes the
-asker to journal it, or, when the asker died, until the retry asks (an answer nobody
-comes back for is dropped after `UNCLAIMED_TTL_S`).
+(`synth_assets.relay:<endpoint_id>:<settings hash>`, a detached async actor with the
+endpoint's HTTP client; the hash covers the url, the key's reference and the timeout, so a
+resource with other settings gets its own relay), which keeps every answer under its cache
+key until the asking task says it has it durably (journalled: `ack`). A retried task that
+asks for a key the relay holds, or is still waiting for, gets that answer: the endpoint
+answers each request once however many task processes die around it. An answer whose
+asker died and whose retry found it elsewhere (the dead task's journal) is never acked;
+it is dropped after `UNCLAIMED_TTL_S`.
+
+If the relay's own process dies, what it had in flight is lost: Ray restarts it and
+re-sends the calls that were waiting on it (`max_task_retries`), and a task that still
+sees it dead gets a retryable connection error, so its own retries apply. Two tasks asking
+the same key at the same moment share one HTTP call, but each records it as paid (the
+ledger then counts that cost twice, the safe direction for a budget); the batches keep
+equal requests in one task, so within a materialization this does not happen.
 
 The relay resolves the api key from its own environment, as workers do (it is given the
 `env:NAME` reference, never the key). Errors travel back as plain data and are raised
@@ -20,6 +28,8 @@ in the task as the `openai` exceptions they were, so pacing and retries work as 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from typing import Any
 
@@ -32,7 +42,7 @@ UNCLAIMED_TTL_S = 6 * 3600.0
 def _relay_class() -> Any:
     import ray
 
-    @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)
+    @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=10_000)
     class CallRelay:
         def __init__(self, base_url: str, api_key_setting: str | None, timeout_s: float, pool_size: int) -> None:
             self.base_url, self.api_key_setting = base_url, api_key_setting
@@ -51,8 +61,8 @@ def _relay_class() -> Any:
                 call = asyncio.get_running_loop().create_task(self._post(path, body))
                 self.calls[key], self.started[key] = call, time.time()
             outcome = await asyncio.shield(call)  # the call goes on if this asker goes
-            if outcome[0] == "error":  # nothing to keep: the next ask is a new attempt
-                self.calls.pop(key, None)
+            if outcome[0] == "error" and self.calls.get(key) is call:  # nothing to keep: a new ask is a new attempt
+                self.calls.pop(key)
                 self.started.pop(key, None)
             return outcome
 
@@ -112,6 +122,8 @@ def describe_error(exc: BaseException) -> dict:
         return {"kind": "timeout", "message": str(exc)}
     if isinstance(exc, openai.APIConnectionError):
         return {"kind": "connection", "message": str(exc)}
+    if isinstance(exc, json.JSONDecodeError):  # a 200 whose body is not JSON: retried, as in the task
+        return {"kind": "json", "message": exc.msg, "doc": exc.doc[:1000], "pos": min(exc.pos, 1000)}
     return {"kind": "other", "message": f"{type(exc).__name__}: {exc}"}
 
 
@@ -129,6 +141,8 @@ def raise_error(error: dict, client: Any, base_url: str) -> None:
         raise openai.APITimeoutError(request=request)
     if error["kind"] == "connection":
         raise openai.APIConnectionError(message=error["message"], request=request)
+    if error["kind"] == "json":
+        raise json.JSONDecodeError(error["message"], error["doc"], error["pos"])
     raise RuntimeError(error["message"])
 
 
@@ -136,17 +150,28 @@ class Relay:
     """A task's handle on its endpoint's relay actor."""
 
     def __init__(self, endpoint: Endpoint, api_key_setting: str | None, timeout_s: float, pool_size: int) -> None:
-        self.base_url = endpoint.base_url
-        self._actor = _relay_class().options(
-            name=f"{RELAY_PREFIX}{endpoint.endpoint_id}", namespace=relay_namespace(), lifetime="detached",
-            get_if_exists=True,
-        ).remote(endpoint.base_url, api_key_setting, timeout_s, pool_size)
         import ray
 
+        self.base_url = endpoint.base_url
+        settings = json.dumps([endpoint.base_url, api_key_setting, timeout_s])
+        self.name = f"{RELAY_PREFIX}{endpoint.endpoint_id}:{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+        self._actor = _relay_class().options(
+            name=self.name, namespace=relay_namespace(), lifetime="detached", get_if_exists=True,
+        ).remote(endpoint.base_url, api_key_setting, timeout_s, pool_size)
         ray.get(self._actor.warm.remote())
 
     async def post(self, client: Any, key: str, path: str, body: dict) -> Any:
-        status, outcome = await self._actor.post.remote(key, path, body)
+        import openai
+        import ray
+
+        try:
+            status, outcome = await self._actor.post.remote(key, path, body)
+        except ray.exceptions.RayActorError as exc:  # the relay died: retryable, as a dropped connection
+            from resources.llm.transport import _httpx
+
+            request = _httpx.Request("POST", f"{self.base_url}{path}")
+            raise openai.APIConnectionError(message=f"the LLM relay actor died: {type(exc).__name__}",
+                                            request=request) from None
         if status == "error":
             raise_error(outcome, client, self.base_url)
         return outcome

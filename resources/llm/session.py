@@ -102,6 +102,11 @@ class LLMSession:
         self.log = getattr(context, "log", None) or logger
         self.structured_output_mode = resolve_mode(resource.structured_output_mode, endpoint.is_local)
         self._closed = False
+        relay = None  # made before any thread or connection, so a failure here leaks nothing
+        if isinstance(context, TaskContext) and on_ray_cluster() and not endpoint.is_local and not resource.batch_mode:
+            # a Ray task: a request in flight when this process dies is answered to the relay,
+            # which hands the answer to the retry instead of the endpoint answering twice
+            relay = Relay(endpoint, resource.api_key, self.timeout_s, resource.max_concurrency)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="llm-session-loop", daemon=True)
         self._thread.start()
@@ -153,10 +158,7 @@ class LLMSession:
             model=self.model, temperature=resource.temperature, max_tokens=resource.max_tokens, seed=resource.seed, **shared
         )
         self.embeddings = Embeddings(model=self.embedding_model, batch_size=self.embed_batch_size, **shared)
-        if isinstance(context, TaskContext) and on_ray_cluster() and not endpoint.is_local and not resource.batch_mode:
-            # a Ray task: a request in flight when this process dies is answered to the relay,
-            # which hands the answer to the retry instead of the endpoint answering twice
-            self.chat.relay = Relay(endpoint, resource.api_key, self.timeout_s, resource.max_concurrency)
+        self.chat.relay = relay
 
     def complete(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
         """Chat completions, in request order. Never raises for a failed request: its
